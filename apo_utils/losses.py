@@ -1,0 +1,475 @@
+"""Preference-optimisation objectives as pure functions of per-pair log-probs.
+
+Every loss here takes the summed sequence log-probs of the chosen and rejected responses under the
+policy (and, for reference-based methods, under the reference model) and returns a `LossOutput`:
+the per-pair loss, the margin variable `h` the loss is a function of, and the analytic gradient
+weight `dloss/dh`, the scalar that multiplies grad(h) for that pair. Plotting that weight against
+the current margin is the clearest picture of what a method does to easy, hard and mislabelled
+pairs, and the tests check it against autograd.
+
+Notation (see ../shared/papers.md):
+    h     = [log pi(y_w) - log pi(y_l)] - [log ref(y_w) - log ref(y_l)]       (reference-based)
+    h_bar = log pi(y_w)/|y_w| - log pi(y_l)/|y_l|                             (SimPO, AMaPO)
+
+Stop-gradients sit where the papers put them: MADPO's weight, beta-DPO's beta, gamma-PO's
+margins and AMaPO's margin are all computed from detached quantities. Losses are computed in
+float32 whatever the input dtype, so bf16/fp16 log-probs do not overflow inside the loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "LOSSES",
+    "LossOutput",
+    "amapo_loss",
+    "beta_dpo_loss",
+    "cdpo_loss",
+    "compute_loss",
+    "dpo_loss",
+    "dynamic_target_margins",
+    "gamma_dpo_loss",
+    "gamma_simpo_loss",
+    "ipo_loss",
+    "madpo_loss",
+    "madpo_weight",
+    "mmpo_loss",
+    "mmpo_reward_loss",
+    "reward_bt_loss",
+    "robust_loss",
+    "simpo_loss",
+]
+
+
+@dataclass
+class LossOutput:
+    """Per-pair result of one objective.
+
+    losses:      per-pair loss (float32). Reduce with `.loss`, which honours `mask`.
+    h:           the margin variable the loss is a function of (detached): h, or h_bar.
+    grad_weight: analytic dloss_i/dh_i with stop-gradients respected (detached).
+    mask:        1 for pairs that count, 0 for pairs a method filters out (beta-DPO); None = all.
+    stats:       diagnostics to log (per-pair tensors or scalars), e.g. the adaptive margin.
+    """
+
+    losses: torch.Tensor
+    h: torch.Tensor
+    grad_weight: torch.Tensor
+    mask: torch.Tensor | None = None
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> torch.Tensor:
+        if self.mask is None:
+            return self.losses.mean()
+        return (self.losses * self.mask).sum() / self.mask.sum().clamp_min(1.0)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _nonneg(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _smoothing(value, name: str = "label_smoothing") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value < 0.5):
+        raise ValueError(f"{name} must lie in [0, 0.5), got {value!r}")
+    return float(value)
+
+
+def _pairs(**tensors: torch.Tensor | None) -> list[torch.Tensor]:
+    """Check the per-pair inputs are 1-D tensors of one length; upcast to float32."""
+    out, n = [], None
+    for name, t in tensors.items():
+        if t is None:
+            raise ValueError(f"{name} is required by this loss but was not given")
+        if not isinstance(t, torch.Tensor):
+            t = torch.as_tensor(t)
+        if t.dim() != 1:
+            raise ValueError(f"{name} must be a 1-D tensor with one value per pair, got shape {tuple(t.shape)}")
+        if n is None:
+            n = t.shape[0]
+        elif t.shape[0] != n:
+            raise ValueError(f"{name} has {t.shape[0]} pairs, expected {n}")
+        out.append(t.float())
+    if n == 0:
+        raise ValueError("the batch is empty: at least one pair is needed")
+    return out
+
+
+def _finite_margin(margin: torch.Tensor | None, n: int, name: str = "margin") -> torch.Tensor:
+    (m,) = _pairs(**{name: margin})
+    if m.shape[0] != n:
+        raise ValueError(f"{name} has {m.shape[0]} pairs, expected {n}")
+    bad = ~torch.isfinite(m)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"{name} must be finite for every pair; pair {i} has {m[i].item()}")
+    return m.detach()
+
+
+def _lengths(lengths: torch.Tensor | None, name: str, n: int) -> torch.Tensor:
+    (ln,) = _pairs(**{name: lengths})
+    if ln.shape[0] != n:
+        raise ValueError(f"{name} has {ln.shape[0]} pairs, expected {n}")
+    if (ln <= 0).any() or not torch.isfinite(ln).all():
+        raise ValueError(f"{name} must be positive token counts")
+    return ln.detach()
+
+
+def _reference_margin(pc, pr, rc, rr) -> torch.Tensor:
+    pc, pr, rc, rr = _pairs(
+        policy_chosen_logps=pc, policy_rejected_logps=pr, ref_chosen_logps=rc, ref_rejected_logps=rr
+    )
+    return (pc - pr) - (rc - rr)
+
+
+def _normalised_margin(pc, pr, chosen_lengths, rejected_lengths) -> torch.Tensor:
+    pc, pr = _pairs(policy_chosen_logps=pc, policy_rejected_logps=pr)
+    lc = _lengths(chosen_lengths, "chosen_lengths", pc.shape[0])
+    lr = _lengths(rejected_lengths, "rejected_lengths", pc.shape[0])
+    return pc / lc - pr / lr
+
+
+def _sigmoid_ce(z: torch.Tensor, scale: float | torch.Tensor, target: float | torch.Tensor = 1.0):
+    """Cross-entropy of a Bernoulli(target) label against sigma(z), and its derivative in h.
+
+    loss = -t log sigma(z) - (1-t) log sigma(-z),  dloss/dz = sigma(z) - t,  and z = scale*h + const.
+    """
+    losses = -target * F.logsigmoid(z) - (1.0 - target) * F.logsigmoid(-z)
+    grad = scale * (torch.sigmoid(z) - target)
+    return losses, grad.detach()
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def dpo_loss(pc, pr, rc, rr, *, beta: float = 0.1, **_) -> LossOutput:
+    """DPO (Rafailov et al. 2023, Eq. 7): -log sigma(beta h)."""
+    beta = _positive(beta, "beta")
+    h = _reference_margin(pc, pr, rc, rr)
+    losses, grad = _sigmoid_ce(beta * h, beta)
+    return LossOutput(losses, h.detach(), grad)
+
+
+def cdpo_loss(pc, pr, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.1, **_) -> LossOutput:
+    """Conservative DPO (Mitchell 2023): labels flipped with prob. eps, -(1-eps) log s(bh) - eps log s(-bh)."""
+    beta, eps = _positive(beta, "beta"), _smoothing(label_smoothing)
+    h = _reference_margin(pc, pr, rc, rr)
+    losses, grad = _sigmoid_ce(beta * h, beta, 1.0 - eps)
+    return LossOutput(losses, h.detach(), grad)
+
+
+def robust_loss(pc, pr, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.1, **_) -> LossOutput:
+    """Robust DPO (Chowdhury et al. 2024): the unbiased noisy-label estimator, as TRL's `robust`.
+
+    [(1-eps)(-log s(bh)) - eps(-log s(-bh))] / (1 - 2 eps)
+    """
+    beta, eps = _positive(beta, "beta"), _smoothing(label_smoothing)
+    h = _reference_margin(pc, pr, rc, rr)
+    z = beta * h
+    losses = ((1 - eps) * -F.logsigmoid(z) - eps * -F.logsigmoid(-z)) / (1 - 2 * eps)
+    grad = -beta * ((1 - eps) * torch.sigmoid(-z) + eps * torch.sigmoid(z)) / (1 - 2 * eps)
+    return LossOutput(losses, h.detach(), grad.detach())
+
+
+def ipo_loss(
+    pc, pr, rc, rr, *, beta: float = 0.1, length_norm: bool = False, chosen_lengths=None, rejected_lengths=None,
+    **_,
+) -> LossOutput:
+    """IPO (Azar et al. 2023, Eq. 17): (h - 1/(2 beta))^2, beta is IPO's tau.
+
+    length_norm=True divides each log-ratio by its response length first, as TRL's `ipo` does.
+    """
+    beta = _positive(beta, "beta")
+    pc, pr, rc, rr = _pairs(
+        policy_chosen_logps=pc, policy_rejected_logps=pr, ref_chosen_logps=rc, ref_rejected_logps=rr
+    )
+    if length_norm:
+        lc = _lengths(chosen_lengths, "chosen_lengths", pc.shape[0])
+        lr = _lengths(rejected_lengths, "rejected_lengths", pc.shape[0])
+        h = (pc - rc) / lc - (pr - rr) / lr
+    else:
+        h = (pc - rc) - (pr - rr)
+    target = 1.0 / (2.0 * beta)
+    losses = (h - target) ** 2
+    return LossOutput(losses, h.detach(), (2.0 * (h - target)).detach())
+
+
+def simpo_loss(
+    pc, pr, rc=None, rr=None, *, beta: float = 2.0, gamma_beta_ratio: float = 0.5,
+    chosen_lengths=None, rejected_lengths=None, **_,
+) -> LossOutput:
+    """SimPO (Meng et al. 2024, arXiv 2405.14734): -log sigma(beta h_bar - gamma), gamma = ratio * beta; reference-free."""
+    beta, ratio = _positive(beta, "beta"), _nonneg(gamma_beta_ratio, "gamma_beta_ratio")
+    h = _normalised_margin(pc, pr, chosen_lengths, rejected_lengths)
+    losses, grad = _sigmoid_ce(beta * h - ratio * beta, beta)
+    return LossOutput(losses, h.detach(), grad)
+
+
+def beta_dpo_loss(
+    pc, pr, rc, rr, *, beta: float = 0.1, alpha: float = 0.6, gap_mean: float = 0.0, gap_std: float = 1.0,
+    keep_ratio: float = 0.8, generator: torch.Generator | None = None, gathered_gaps: torch.Tensor | None = None,
+    **_,
+) -> LossOutput:
+    """beta-DPO (Wu et al. 2024, arXiv 2407.08639): a batch-level beta and a data filter.
+
+    gap_i = beta0 h_i. Pairs are kept with probability ~ exp(-(gap - M0)^2 / (2 sigma0^2)), keep_ratio of
+    the batch, without replacement; beta_batch = beta0 (1 + alpha (mean kept gap - M0)), detached and
+    clamped >= 1e-3. M0 and sigma0 are the running mean and std of gaps, kept by the caller (see
+    `apo_utils.objective`); stats['gap_mean'/'gap_std'] carry this batch's values for that update.
+    `gathered_gaps` (all processes' gaps) makes beta global in multi-process training.
+    """
+    beta0 = _positive(beta, "beta")
+    alpha = _nonneg(alpha, "alpha")
+    gap_std = _positive(gap_std, "gap_std")
+    if not (isinstance(gap_mean, (int, float)) and math.isfinite(gap_mean)):
+        raise ValueError(f"gap_mean must be a finite number, got {gap_mean!r}")
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
+        raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio!r}")
+    h = _reference_margin(pc, pr, rc, rr)
+    gaps = (beta0 * h).detach() if gathered_gaps is None else gathered_gaps.detach().float()
+    w = torch.exp(-0.5 * ((gaps - gap_mean) / gap_std) ** 2)
+    if not torch.isfinite(w).all() or w.sum() <= 0:  # every gap far from M0: fall back to uniform
+        w = torch.ones_like(gaps)
+    n_keep = max(1, int(gaps.numel() * keep_ratio))
+    keep = torch.multinomial(w.cpu(), n_keep, replacement=False, generator=generator).to(gaps.device)
+    global_mask = torch.zeros_like(gaps)
+    global_mask[keep] = 1.0
+    beta_used = (beta0 * (1.0 + alpha * (gaps[keep].mean() - gap_mean))).clamp(min=1e-3).detach()
+    # In a single process the mask covers this batch; with gathered gaps the caller slices its own rows.
+    mask = global_mask if gathered_gaps is None else global_mask[: h.shape[0]]
+    z = beta_used * h
+    losses = -F.logsigmoid(z) * mask
+    grad = (-beta_used * torch.sigmoid(-z) * mask).detach()
+    stats = {
+        "beta_used": beta_used,
+        "gap_mean": gaps.mean(),
+        "gap_std": gaps.std(unbiased=True) if gaps.numel() > 1 else torch.zeros(()),
+        "kept_fraction": mask.mean(),
+    }
+    return LossOutput(losses, h.detach(), grad, mask=mask, stats=stats)
+
+
+# --------------------------------------------------------------------------- MADPO
+
+
+def madpo_weight(margin: torch.Tensor, *, c_max: float = 2.0, c_min: float | None = None,
+                 lam: float = 1.0, tau: float = math.log(0.999 / 0.001)) -> torch.Tensor:
+    """MADPO's per-pair weight from a reward-model margin Delta (Rho 2025, arXiv 2510.05342v1).
+
+    c(|D|) = c_min + (c_max - c_min) / (1 + k exp(lam (|D| - tau))),  k = (c_max - 1)/(1 - c_min)
+    w = sigma(c D) / sigma(D) if D > -tau, else 1 (pairs the reward model believes are mislabelled).
+    Hard pairs (small |D|, c > 1) get w > 1 when D > 0; easy pairs (|D| > tau, c < 1) get w < 1.
+    """
+    c_max = _positive(c_max, "c_max")
+    c_min = 1.0 / c_max if c_min is None else _positive(c_min, "c_min")
+    if not (c_max > 1.0 and c_min < 1.0):
+        raise ValueError(f"MADPO needs c_max > 1 > c_min, got c_max={c_max}, c_min={c_min}")
+    lam, tau = _positive(lam, "lam"), _positive(tau, "tau")
+    d = margin.float().detach()
+    k = (c_max - 1.0) / (1.0 - c_min)
+    # k exp(lam(|D| - tau)) computed in log space so a huge |D| gives c = c_min, not inf/inf
+    c = c_min + (c_max - c_min) * torch.sigmoid(-(lam * (d.abs() - tau) + math.log(k)))
+    ratio = torch.exp(F.logsigmoid(c * d) - F.logsigmoid(d))
+    return torch.where(d > -tau, ratio, torch.ones_like(ratio))
+
+
+def madpo_loss(
+    pc, pr, rc, rr, *, margin=None, beta: float = 0.1, c_max: float = 2.0, c_min: float | None = None,
+    lam: float = 1.0, tau: float = math.log(0.999 / 0.001), **_,
+) -> LossOutput:
+    """MADPO (Rho 2025, arXiv 2510.05342v1): w(Delta) * -log sigma(beta h), w fixed from the reward model."""
+    beta = _positive(beta, "beta")
+    h = _reference_margin(pc, pr, rc, rr)
+    d = _finite_margin(margin, h.shape[0])
+    w = madpo_weight(d, c_max=c_max, c_min=c_min, lam=lam, tau=tau)
+    base, grad = _sigmoid_ce(beta * h, beta)
+    return LossOutput(w * base, h.detach(), (w * grad).detach(), stats={"weight": w})
+
+
+# --------------------------------------------------------------------------- gamma-PO
+
+
+def dynamic_target_margins(
+    gaps: torch.Tensor, *, gamma0: float, tau: float, context: torch.Tensor | None = None, steps: int = 20,
+) -> torch.Tensor:
+    """gamma-PO's instance-wise target margins (Sun et al. 2025, arXiv 2506.03690) for the pairs in `gaps`.
+
+    Minimises  mean_i -log sigma(g_i - gamma_i) + tau KL(p || uniform),  gamma_i = gamma0 N p_i,
+    over p on the simplex by `steps` exponentiated-gradient steps of size min(0.5/tau, 1), starting
+    from uniform, over the set context + gaps (context: recent gaps from a queue). The result
+    averages gamma0 over the set: confident pairs (large gap) get more, ambiguous ones less.
+    """
+    _nonneg(gamma0, "gamma0")
+    tau = _positive(tau, "tau")
+    g = gaps.detach().float().reshape(-1)
+    if context is not None and context.numel():
+        g = torch.cat([context.detach().float().reshape(-1).to(g.device), g])
+    n = g.numel()
+    p = torch.full_like(g, 1.0 / n)
+    lr = min(0.5 / tau, 1.0)
+    for _ in range(steps):
+        gamma = gamma0 * n * p
+        # d/dp_i of the objective: gamma0 * sigma(gamma_i - g_i)  +  tau (1 + log(N p_i))
+        grad = gamma0 * torch.sigmoid(gamma - g) + tau * (1.0 + torch.log(n * p + 1e-10))
+        logits = torch.log(p + 1e-30) - lr * grad
+        p = torch.softmax(logits, dim=0)
+    return (gamma0 * n * p)[-gaps.numel():]
+
+
+def gamma_dpo_loss(
+    pc, pr, rc, rr, *, beta: float = 0.1, gamma_beta_ratio: float = 0.5, tau: float = 10.0,
+    context: torch.Tensor | None = None, steps: int = 20, gathered_gaps: torch.Tensor | None = None, **_,
+) -> LossOutput:
+    """gamma-DPO: -log sigma(beta h - (gamma_i - gamma0)), gamma_i from `dynamic_target_margins`, detached.
+
+    stats['gaps'] (beta h, detached) is what the caller pushes into its queue of recent gaps.
+    """
+    beta, ratio = _positive(beta, "beta"), _nonneg(gamma_beta_ratio, "gamma_beta_ratio")
+    h = _reference_margin(pc, pr, rc, rr)
+    gaps = (beta * h).detach()
+    gamma0 = ratio * beta
+    gamma = _gamma_for_batch(gaps, gathered_gaps, gamma0=gamma0, tau=tau, context=context, steps=steps)
+    losses, grad = _sigmoid_ce(beta * h - (gamma - gamma0), beta)
+    return LossOutput(losses, h.detach(), grad, stats={"gamma": gamma, "gaps": gaps})
+
+
+def gamma_simpo_loss(
+    pc, pr, rc=None, rr=None, *, beta: float = 2.0, gamma_beta_ratio: float = 0.5, tau: float = 10.0,
+    chosen_lengths=None, rejected_lengths=None, context: torch.Tensor | None = None, steps: int = 20,
+    gathered_gaps: torch.Tensor | None = None, **_,
+) -> LossOutput:
+    """gamma-SimPO: SimPO's fixed margin gamma0 replaced by gamma_i: -log sigma(beta h_bar - gamma_i)."""
+    beta, ratio = _positive(beta, "beta"), _nonneg(gamma_beta_ratio, "gamma_beta_ratio")
+    h = _normalised_margin(pc, pr, chosen_lengths, rejected_lengths)
+    gaps = (beta * h).detach()
+    gamma = _gamma_for_batch(gaps, gathered_gaps, gamma0=ratio * beta, tau=tau, context=context, steps=steps)
+    losses, grad = _sigmoid_ce(beta * h - gamma, beta)
+    return LossOutput(losses, h.detach(), grad, stats={"gamma": gamma, "gaps": gaps})
+
+
+def _gamma_for_batch(gaps, gathered_gaps, **kw) -> torch.Tensor:
+    if gathered_gaps is None:
+        return dynamic_target_margins(gaps, **kw)
+    # Multi-process: solve once over every process's gaps; this process's rows come first.
+    return dynamic_target_margins(gathered_gaps, **kw)[: gaps.numel()].to(gaps.device)
+
+
+# --------------------------------------------------------------------------- AMaPO
+
+
+def amapo_loss(
+    pc, pr, rc=None, rr=None, *, beta: float = 2.0, length_norm: bool = True, label_smoothing: float = 0.0,
+    chosen_lengths=None, rejected_lengths=None, gathered_h: torch.Tensor | None = None,
+    max_exponent: float = 50.0, **_,
+) -> LossOutput:
+    """AMaPO (Deng et al. 2026, arXiv 2511.09385): reference-free, with a Z-normalised, exp-scaled margin.
+
+    mu, s = mean and std of h over the (global) batch, detached;
+    m_i = beta exp(((mu - h_i)/s) mu) if h_i < mu else 0, detached;  loss = -log sigma(beta h_i - m_i).
+    Pairs below the batch mean get a margin and so more gradient; pairs above get none.
+    `gathered_h` (h of every process) makes mu and s global. With no spread (s = 0, a batch of one or
+    all-equal h) no pair is below the mean and m = 0. The exponent is capped at `max_exponent`, which
+    only touches pairs whose sigma(m - beta h) is already 1 to float precision: the gradient is unchanged.
+    """
+    beta = _positive(beta, "beta")
+    eps = _smoothing(label_smoothing)
+    if length_norm:
+        h = _normalised_margin(pc, pr, chosen_lengths, rejected_lengths)
+    else:
+        pc, pr = _pairs(policy_chosen_logps=pc, policy_rejected_logps=pr)
+        h = pc - pr
+    hs = h.detach() if gathered_h is None else gathered_h.detach().float()
+    mu = hs.mean()
+    s = hs.std(unbiased=True) if hs.numel() > 1 else torch.zeros((), device=h.device)
+    hd = h.detach()
+    spread = bool(torch.isfinite(s) and s > 1e-12 * max(1.0, float(mu.abs())))
+    if spread:
+        expo = ((mu - hd) / s * mu).clamp(max=max_exponent)
+        m = torch.where(hd < mu, beta * torch.exp(expo), torch.zeros_like(hd))
+    else:
+        m = torch.zeros_like(hd)
+    losses, grad = _sigmoid_ce(beta * h - m, beta, 1.0 - eps)
+    return LossOutput(losses, hd, grad, stats={"margin": m, "batch_mean": mu, "batch_std": s})
+
+
+# --------------------------------------------------------------------------- MMPO
+
+
+def mmpo_loss(pc, pr, rc, rr, *, margin=None, beta: float = 0.1, gamma_bt: float = 1.0, **_) -> LossOutput:
+    """MMPO, policy form (Kim et al. 2024, arXiv 2410.03145): cross-entropy to the soft target p = sigma(gamma_bt * margin).
+
+    -p log sigma(beta h) - (1-p) log sigma(-beta h); the gradient vanishes where sigma(beta h) = p,
+    so the implicit reward margin is matched to the quality margin rather than pushed to infinity.
+    """
+    beta, gamma_bt = _positive(beta, "beta"), _positive(gamma_bt, "gamma_bt")
+    h = _reference_margin(pc, pr, rc, rr)
+    p = torch.sigmoid(gamma_bt * _finite_margin(margin, h.shape[0]))
+    losses, grad = _sigmoid_ce(beta * h, beta, p)
+    return LossOutput(losses, h.detach(), grad, stats={"target": p})
+
+
+def mmpo_reward_loss(rewards_chosen, rewards_rejected, margin, *, gamma_bt: float = 1.0) -> LossOutput:
+    """MMPO, reward-model form (Kim et al. 2024, arXiv 2410.03145): -p log s(r_w - r_l) - (1-p) log s(r_l - r_w)."""
+    gamma_bt = _positive(gamma_bt, "gamma_bt")
+    rw, rl = _pairs(rewards_chosen=rewards_chosen, rewards_rejected=rewards_rejected)
+    h = rw - rl
+    p = torch.sigmoid(gamma_bt * _finite_margin(margin, h.shape[0]))
+    losses, grad = _sigmoid_ce(h, 1.0, p)
+    return LossOutput(losses, h.detach(), grad, stats={"target": p})
+
+
+def reward_bt_loss(rewards_chosen, rewards_rejected) -> LossOutput:
+    """Bradley-Terry reward-model loss with hard labels: -log sigma(r_w - r_l)."""
+    rw, rl = _pairs(rewards_chosen=rewards_chosen, rewards_rejected=rewards_rejected)
+    h = rw - rl
+    losses, grad = _sigmoid_ce(h, 1.0)
+    return LossOutput(losses, h.detach(), grad)
+
+
+# --------------------------------------------------------------------------- registry
+
+LOSSES = {
+    "dpo": dpo_loss,
+    "ipo": ipo_loss,
+    "cdpo": cdpo_loss,
+    "robust": robust_loss,
+    "beta_dpo": beta_dpo_loss,
+    "simpo": simpo_loss,
+    "madpo": madpo_loss,
+    "gamma_dpo": gamma_dpo_loss,
+    "gamma_simpo": gamma_simpo_loss,
+    "amapo": amapo_loss,
+    "mmpo": mmpo_loss,
+}
+
+# Which inputs each loss reads beyond the policy log-probs.
+NEEDS_REFERENCE = {"dpo", "ipo", "cdpo", "robust", "beta_dpo", "madpo", "gamma_dpo", "mmpo"}
+NEEDS_MARGIN = {"madpo", "mmpo"}
+NEEDS_LENGTHS = {"simpo", "gamma_simpo", "amapo"}
+
+
+def check_loss_name(name: str) -> str:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss name {name!r}; choose one of {sorted(LOSSES)}")
+    return name
+
+
+def compute_loss(name: str, pc, pr, rc=None, rr=None, **kwargs) -> LossOutput:
+    """Dispatch by name: `compute_loss('madpo', pc, pr, rc, rr, margin=m, beta=0.1)`."""
+    return LOSSES[check_loss_name(name)](pc, pr, rc, rr, **kwargs)

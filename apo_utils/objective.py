@@ -1,0 +1,114 @@
+"""A named loss with its hyperparameters checked up front and its running state kept between batches.
+
+The functions in `losses.py` are pure. Two methods need memory across batches: beta-DPO keeps a
+moving mean and std of reward gaps, gamma-PO a queue of recent gaps that anchors its margin
+optimisation. `Objective` holds that state so the trainer and the bandit simulation share it.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+
+import torch
+
+from . import losses as L
+
+# Inputs that come from the batch, not from the user's hyperparameters.
+_DATA_ARGS = {
+    "pc", "pr", "rc", "rr", "margin", "chosen_lengths", "rejected_lengths", "context", "gap_mean", "gap_std",
+    "generator", "gathered_gaps", "gathered_h",
+}
+
+
+class Objective:
+    """`Objective('madpo', beta=0.1)(pc, pr, rc, rr, margin=m)` -> LossOutput, updating state if any.
+
+    Unknown names and hyperparameters raise ValueError at construction, naming the culprit, so a
+    typo fails before any model is loaded. beta-DPO: `momentum` of the gap statistics (0.9) and
+    `seed` of its sampling filter. gamma-PO: `queue_size` (2048) and `opt_size` (256) of the gap queue.
+    """
+
+    def __init__(self, name: str, *, momentum: float = 0.9, queue_size: int = 2048, opt_size: int = 256,
+                 seed: int = 0, **hparams):
+        self.name = L.check_loss_name(name)
+        self.fn = L.LOSSES[name]
+        allowed = [p for p in inspect.signature(self.fn).parameters if p not in _DATA_ARGS and p != "_"]
+        for key in hparams:
+            if key not in allowed:
+                raise ValueError(f"unknown hyperparameter {key!r} for loss {name!r}; it takes {sorted(allowed)}")
+        self.hparams = hparams
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
+        if int(queue_size) < 1 or int(opt_size) < 1:
+            raise ValueError("queue_size and opt_size must be >= 1")
+        self.momentum = momentum
+        self.opt_size = int(opt_size)
+        self.gap_mean, self.gap_std = 0.0, 1.0  # beta-DPO running statistics (M0, sigma0)
+        self.queue: collections.deque[float] = collections.deque(maxlen=int(queue_size))  # gamma-PO
+        self.generator = torch.Generator().manual_seed(seed)
+        # Validate values once on a dummy batch, so beta <= 0 etc. fail now rather than mid-training.
+        self._dry_run()
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.name in L.NEEDS_REFERENCE
+
+    @property
+    def needs_margin(self) -> bool:
+        return self.name in L.NEEDS_MARGIN
+
+    @property
+    def needs_lengths(self) -> bool:
+        return self.name in L.NEEDS_LENGTHS or (self.name == "ipo" and self.hparams.get("length_norm", False))
+
+    def _dry_run(self):
+        z = torch.zeros(2)
+        one = torch.ones(2)
+        self.fn(z, z, z, z, margin=z, chosen_lengths=one, rejected_lengths=one,
+                generator=torch.Generator().manual_seed(0), **self.hparams)
+
+    def __call__(self, pc, pr, rc=None, rr=None, *, margin=None, chosen_lengths=None, rejected_lengths=None,
+                 gathered: torch.Tensor | None = None, update: bool = True) -> L.LossOutput:
+        """Compute the loss. `gathered` is the batch statistic of every process (multi-process runs):
+        the gaps for beta-DPO/gamma-PO, h for AMaPO. `update=False` leaves the running state alone (eval)."""
+        kw = dict(self.hparams, margin=margin, chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)
+        if self.name == "beta_dpo":
+            kw.update(gap_mean=self.gap_mean, gap_std=self.gap_std, generator=self.generator, gathered_gaps=gathered)
+        elif self.name in ("gamma_dpo", "gamma_simpo"):
+            kw.update(context=self._sample_context(pc), gathered_gaps=gathered)
+        elif self.name == "amapo":
+            kw.update(gathered_h=gathered)
+        out = self.fn(pc, pr, rc, rr, **kw)
+        if update:
+            self._update(out)
+        return out
+
+    def _sample_context(self, pc) -> torch.Tensor | None:
+        n_batch = pc.shape[0]
+        k = min(len(self.queue), max(0, self.opt_size - n_batch))
+        if k == 0:
+            return None
+        idx = torch.randperm(len(self.queue), generator=self.generator)[:k]
+        q = torch.tensor(list(self.queue))
+        return q[idx].to(pc.device)
+
+    def _update(self, out: L.LossOutput):
+        if self.name == "beta_dpo":
+            m = self.momentum
+            self.gap_mean = m * self.gap_mean + (1 - m) * float(out.stats["gap_mean"])
+            std = float(out.stats["gap_std"])
+            if std > 0:
+                self.gap_std = m * self.gap_std + (1 - m) * std
+        elif self.name in ("gamma_dpo", "gamma_simpo"):
+            self.queue.extend(out.stats["gaps"].float().cpu().tolist())
+
+    def state_dict(self) -> dict:
+        """Plain numbers only, so it can be saved as JSON next to a checkpoint."""
+        return {"gap_mean": self.gap_mean, "gap_std": self.gap_std, "queue": list(self.queue)}
+
+    def load_state_dict(self, state: dict):
+        self.gap_mean = float(state["gap_mean"])
+        self.gap_std = float(state["gap_std"])
+        self.queue.clear()
+        self.queue.extend(float(x) for x in state["queue"])
