@@ -1,0 +1,177 @@
+"""TRL's DPOTrainer and RewardTrainer with the apo losses and a per-pair `margin` column.
+
+TRL 1.16 drops any extra dataset column before the loss (../shared/trl-notes.md). Four touch-points
+carry `margin` through: the collator emits it, `_set_signature_columns_if_needed` keeps it, it is
+popped from the inputs before the model forward, and the loss reads it. Everything else (data
+preparation, reference log-probs, PEFT, logging, checkpoints) is TRL's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from trl import DPOTrainer, RewardTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from . import losses as L
+from .objective import Objective
+
+_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "margin"}
+
+
+@dataclass
+class MarginCollator(DataCollatorForPreference):
+    """TRL's preference collator plus a float `margin` tensor when the examples carry one."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        out = super().torch_call(examples)
+        if "margin" in examples[0]:
+            out["margin"] = torch.tensor([float(e["margin"]) for e in examples], dtype=torch.float32)
+        return out
+
+
+def _columns(dataset) -> set[str]:
+    names = getattr(dataset, "column_names", None)
+    if isinstance(names, dict):  # DatasetDict
+        return set().union(*names.values())
+    return set(names or [])
+
+
+class ApoTrainer(DPOTrainer):
+    """`ApoTrainer(model, args=DPOConfig(...), loss_name="madpo", loss_kwargs={"beta": 0.1}, ...)`.
+
+    `loss_name` is any key of `apo_utils.losses.LOSSES`, or None to keep TRL's own `args.loss_type`.
+    The loss's beta defaults to `args.beta`. Logged next to TRL's metrics: `apo/ranking_accuracy`
+    (share of pairs with h > 0), `apo/grad_weight` (mean |dloss/dh|) and each method's diagnostics
+    (`apo/weight`, `apo/gamma`, `apo/margin`, `apo/beta_used`, `apo/target`, ...).
+    """
+
+    def __init__(self, *args, loss_name: str | None = "dpo", loss_kwargs: dict | None = None, **kwargs):
+        training_args = kwargs.get("args") if "args" in kwargs else (args[1] if len(args) > 1 else None)
+        loss_kwargs = dict(loss_kwargs or {})
+        if loss_name is not None and training_args is not None and "beta" not in loss_kwargs:
+            loss_kwargs["beta"] = training_args.beta
+        # Validate the loss before TRL loads or tokenises anything.
+        self.objective = Objective(loss_name, **loss_kwargs) if loss_name is not None else None
+        if self.objective is not None and self.objective.needs_margin:
+            for split in ("train_dataset", "eval_dataset"):
+                ds = kwargs.get(split)
+                if ds is not None and "margin" not in _columns(ds):
+                    raise ValueError(f"loss {loss_name!r} needs a numeric 'margin' column; {split} has "
+                                     f"columns {sorted(_columns(ds))}")
+        super().__init__(*args, **kwargs)
+        if self.objective is not None and getattr(self, "ld_alpha", None) is not None:
+            raise ValueError("ld_alpha is not supported with apo losses; leave it unset")
+        if isinstance(self.data_collator, DataCollatorForPreference) and not isinstance(self.data_collator, MarginCollator):
+            c = self.data_collator
+            self.data_collator = MarginCollator(
+                pad_token_id=c.pad_token_id, max_length=c.max_length, truncation_mode=c.truncation_mode,
+                pad_to_multiple_of=c.pad_to_multiple_of,
+            )
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if "margin" not in self._signature_columns:
+            self._signature_columns = list(self._signature_columns) + ["margin"]
+
+    # ------------------------------------------------------------------ loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        margin = inputs.pop("margin", None)
+        if self.objective is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return self._apo_loss(model, inputs, margin, return_outputs)
+
+    def sequence_logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs, [chosen | rejected] halves of the batch, as TRL computes them."""
+        completion_mask = inputs["completion_mask"]
+        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        model_kwargs["use_cache"] = False
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        seq_len = completion_mask.size(1) - 1
+        logps = outputs.log_probs[:, -seq_len:].sum(dim=1)
+        return logps.chunk(2, dim=0)
+
+    def _apo_loss(self, model, inputs, margin, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        obj = self.objective
+        pc, pr = self.sequence_logps(model, inputs)
+        lengths = inputs["completion_mask"].sum(dim=1).clamp(min=1).float()
+        lc, lr = lengths.chunk(2, dim=0)
+        rc = rr = None
+        if obj.needs_reference:
+            if self.precompute_ref_logps:
+                rc, rr = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+            else:
+                ref = self.ref_model if self.ref_model is not None else self.model
+                rc, rr = self.compute_ref_log_probs(ref, inputs)
+        if obj.needs_margin and margin is None:
+            raise ValueError(f"loss {obj.name!r} needs a 'margin' column, but the batch has none")
+        out = obj(pc, pr, rc, rr, margin=margin, chosen_lengths=lc, rejected_lengths=lr, update=(mode == "train"))
+        loss = out.loss
+        self._log_apo_metrics(mode, out, pc, pr, rc, rr)
+        if return_outputs:
+            return loss, {"h": out.h, "grad_weight": out.grad_weight}
+        return loss
+
+    def _log_apo_metrics(self, mode, out: L.LossOutput, pc, pr, rc, rr):
+        gather = self.accelerator.gather_for_metrics
+        m = self._metrics[mode]
+        m["apo/ranking_accuracy"].append(gather((out.h > 0).float()).mean().item())
+        m["apo/grad_weight"].append(gather(out.grad_weight.abs()).mean().item())
+        for key, val in out.stats.items():
+            if key == "gaps":
+                continue
+            m[f"apo/{key}"].append(gather(val.detach().float().reshape(-1)).mean().item())
+        m["logps/chosen"].append(gather(pc.detach()).mean().item())
+        m["logps/rejected"].append(gather(pr.detach()).mean().item())
+        if rc is not None:
+            beta = self.objective.hparams.get("beta", self.beta)
+            chosen = beta * (pc.detach() - rc)
+            rejected = beta * (pr.detach() - rr)
+            m["rewards/chosen"].append(gather(chosen).mean().item())
+            m["rewards/rejected"].append(gather(rejected).mean().item())
+            m["rewards/margins"].append(gather(chosen - rejected).mean().item())
+            m["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
+
+
+class MarginRewardTrainer(RewardTrainer):
+    """TRL's RewardTrainer with a choice of what a `margin` column means.
+
+    margin_mode="none":   plain Bradley-Terry, any margin column ignored (MADPO step 1).
+    margin_mode="offset": TRL's native -log sigma(r_w - r_l - margin).
+    margin_mode="soft":   MMPO's soft target p = sigma(gamma_bt * margin), cross-entropy.
+    """
+
+    def __init__(self, *args, margin_mode: str = "none", gamma_bt: float = 1.0, **kwargs):
+        if margin_mode not in ("none", "offset", "soft"):
+            raise ValueError(f"margin_mode must be 'none', 'offset' or 'soft', got {margin_mode!r}")
+        if margin_mode != "none":
+            ds = kwargs.get("train_dataset")
+            if ds is not None and "margin" not in _columns(ds):
+                raise ValueError(f"margin_mode={margin_mode!r} needs a 'margin' column; train_dataset has "
+                                 f"columns {sorted(_columns(ds))}")
+        self.margin_mode = margin_mode
+        self.gamma_bt = L._positive(gamma_bt, "gamma_bt")
+        super().__init__(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.margin_mode == "offset":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        margin = inputs.pop("margin", None)
+        if self.margin_mode == "none":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        outputs = model(**{k: v for k, v in inputs.items()}, use_cache=False)
+        rw, rl = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+        out = L.mmpo_reward_loss(rw, rl, margin, gamma_bt=self.gamma_bt)
+        loss = out.loss
+        with torch.no_grad():
+            gather = self.accelerator.gather_for_metrics
+            self._metrics[mode]["accuracy"].append(gather((rw > rl).float()).mean().item())
+            self._metrics[mode]["margin"].append(gather(rw - rl).mean().item())
+            self._metrics[mode]["mmpo/target"].append(gather(out.stats["target"]).mean().item())
+        return (loss, outputs) if return_outputs else loss
