@@ -1,0 +1,109 @@
+"""Run records: what produced a committed figure or number.
+
+A study writes `figures/<study>/<profile>/run_record.json` with its metrics per method and seed, the
+profile, the device, the git commit, the wall time of each step, the package versions and the
+figures made from it. The summary notebook and the README table read these files, never typed numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+from .storage import atomic_write_json, repo_root
+
+PACKAGES = ["torch", "transformers", "trl", "datasets", "accelerate", "peft", "numpy", "matplotlib",
+            "vaderSentiment", "papermill"]
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_description() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda: {torch.cuda.get_device_name(0)}"
+    except Exception:  # noqa: BLE001 - a record must still be written without torch
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        import os
+
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = None
+    return f"cpu: {cpu}, {n} cores" if n else f"cpu: {cpu}"
+
+
+def git_commit(root: Path | None = None) -> dict[str, str | bool | None]:
+    root = root or repo_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "apo_utils", "notebooks", "pyproject.toml"], cwd=root,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip() != ""
+        return {"commit": sha, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+class RunRecord:
+    """Collects a study's provenance and results; `save()` writes it atomically next to the figures."""
+
+    def __init__(self, study: str, profile: str, seeds, settings: dict | None = None, figures_dir=None):
+        self.study, self.profile = study, profile
+        self.dir = Path(figures_dir or repo_root() / "figures") / study / profile
+        self.t0 = time.perf_counter()
+        self.data = {
+            "study": study,
+            "profile": profile,
+            "seeds": list(seeds),
+            "settings": settings or {},
+            "device": device_description(),
+            "git": git_commit(),
+            "packages": package_versions(),
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv[:1]),
+            "wall_time_s": {},
+            "provenance": {},
+            "metrics": {},
+            "figures": [],
+        }
+
+    @contextmanager
+    def step(self, name: str):
+        """Time one step of the study: `with record.step('train'): ...`."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.data["wall_time_s"][name] = round(self.data["wall_time_s"].get(name, 0.0) + time.perf_counter() - t, 3)
+
+    def add_figure(self, path):
+        rel = Path(path).resolve().relative_to(repo_root()) if Path(path).is_absolute() else Path(path)
+        if str(rel) not in self.data["figures"]:
+            self.data["figures"].append(str(rel))
+
+    @property
+    def metrics(self) -> dict:
+        return self.data["metrics"]
+
+    def save(self) -> Path:
+        self.data["wall_time_s"]["total"] = round(time.perf_counter() - self.t0, 3)
+        self.data["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        return atomic_write_json(self.dir / "run_record.json", self.data)

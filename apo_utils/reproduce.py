@@ -1,0 +1,78 @@
+"""Run the notebooks in order with papermill: `python -m apo_utils.reproduce --profile smoke`.
+
+Each notebook is executed with the same `profile`, `seed` and `output_dir` parameters; the executed
+copy lands in `<output-dir>/executed/`. The run stops at the first notebook that fails and says which
+one, which cell and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import profiles
+from .storage import repo_root
+
+
+def notebooks(folder: Path | None = None) -> list[Path]:
+    """The numbered study notebooks, in order."""
+    return sorted(Path(folder or repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def run(profile: str = "auto", seed: int = 0, output_dir: str | Path = "outputs", only: list[str] | None = None,
+        kernel: str = "python3", log=print, notebooks_dir: Path | None = None) -> list[Path]:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    profile = profiles.resolve(profile)
+    root = repo_root()
+    out = Path(output_dir)
+    out = out if out.is_absolute() else root / out
+    todo = notebooks(notebooks_dir)
+    if only:
+        todo = [nb for nb in todo if any(nb.stem.startswith(o) for o in only)]
+        if not todo:
+            raise SystemExit(f"no notebook matches --only {' '.join(only)}; have: "
+                             f"{', '.join(nb.stem for nb in notebooks(notebooks_dir))}")
+    done = []
+    for i, nb in enumerate(todo, 1):
+        target = out / "executed" / profile / nb.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log(f"[{i}/{len(todo)}] {nb.stem} (profile={profile}) ...")
+        t = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(nb), str(target), parameters={"profile": profile, "seed": seed, "output_dir": str(out)},
+                cwd=str(root), kernel_name=kernel, progress_bar=False, log_output=False,
+            )
+        except PapermillExecutionError as e:
+            raise SystemExit(
+                f"\nFAILED: {nb.name}, cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                f"The executed copy with the traceback is {target}.\n"
+                f"Notebooks after it were not run."
+            ) from None
+        log(f"    done in {time.perf_counter() - t:.0f} s -> {target.relative_to(root) if target.is_relative_to(root) else target}")
+        done.append(target)
+    return done
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="auto", help="smoke, cpu, gpu or auto (default: auto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default="outputs", help="where executed notebooks and caches go")
+    p.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these (e.g. 00 01)")
+    p.add_argument("--kernel", default="python3")
+    a = p.parse_args(argv)
+    try:
+        profile = profiles.resolve(a.profile)
+    except ValueError as e:
+        p.error(str(e))
+    run(profile, a.seed, a.output_dir, a.only, a.kernel)
+    print("all notebooks ran.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

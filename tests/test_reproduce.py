@@ -1,0 +1,56 @@
+"""The papermill harness: runs notebooks in order, stops at the first failure with a clear message."""
+
+import json
+
+import nbformat
+import pytest
+
+from apo_utils import reproduce
+from apo_utils.storage import repo_root
+
+
+def _nb(path, source):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "auto"\nseed = 0\noutput_dir = "outputs"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(source)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_runs_in_order_and_stops_at_the_first_failure(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    marker = tmp_path / "ran.txt"
+    _nb(nbs / "00_ok.ipynb", f"open({str(marker)!r}, 'a').write(profile + ' ' + str(seed) + '\\n')")
+    _nb(nbs / "01_bad.ipynb", "raise RuntimeError('deliberate failure in cell two')")
+    _nb(nbs / "02_never.ipynb", f"open({str(marker)!r}, 'a').write('never\\n')")
+    with pytest.raises(SystemExit) as exc:
+        reproduce.run("smoke", seed=7, output_dir=tmp_path / "out", notebooks_dir=nbs, log=lambda *a: None)
+    msg = str(exc.value)
+    assert "FAILED: 01_bad.ipynb" in msg and "RuntimeError" in msg and "deliberate failure" in msg
+    assert marker.read_text() == "smoke 7\n"  # parameters reached the notebook; 02 never ran
+    assert (tmp_path / "out" / "executed" / "smoke" / "01_bad.ipynb").exists()
+
+
+def test_unknown_profile_and_notebook_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown profile 'laptop'"):
+        reproduce.run("laptop", output_dir=tmp_path)
+    with pytest.raises(SystemExit, match="no notebook matches"):
+        reproduce.run("smoke", output_dir=tmp_path, only=["99"])
+
+
+def test_margin_zoo_on_smoke_writes_its_record_and_figures(tmp_path):
+    done = reproduce.run("smoke", output_dir=tmp_path, only=["00"], log=lambda *a: None)
+    assert done[0].name == "00_margin_zoo.ipynb"
+    rec = json.loads((repo_root() / "figures/00_margin_zoo/smoke/run_record.json").read_text())
+    assert rec["profile"] == "smoke" and rec["git"]["commit"] and rec["packages"]["trl"] == "1.16.0"
+    assert len(rec["seeds"]) >= 3 and rec["wall_time_s"]["total"] > 0
+    for fig in rec["figures"]:
+        assert (repo_root() / fig).stat().st_size > 10_000
+    bandit = rec["metrics"]["bandit"]
+    assert set(bandit) == {"dpo", "ipo", "cdpo", "robust", "beta_dpo", "simpo", "madpo", "gamma_dpo",
+                           "gamma_simpo", "amapo", "mmpo"}
+    assert all(0.5 < v["ranking_accuracy"]["mean"] <= 1.0 for v in bandit.values())
+    metrics = json.loads((tmp_path / "00_margin_zoo" / "smoke" / "metrics.json").read_text())
+    assert metrics["dpo"]["kl"]["mean"] > 0
