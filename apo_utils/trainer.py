@@ -8,6 +8,7 @@ preparation, reference log-probs, PEFT, logging, checkpoints) is TRL's own.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,8 @@ class ApoTrainer(DPOTrainer):
     """
 
     def __init__(self, *args, loss_name: str | None = "dpo", loss_kwargs: dict | None = None, **kwargs):
-        training_args = kwargs.get("args") if "args" in kwargs else (args[1] if len(args) > 1 else None)
+        given = inspect.signature(DPOTrainer.__init__).bind_partial(None, *args, **kwargs).arguments
+        training_args = given.get("args")
         loss_kwargs = dict(loss_kwargs or {})
         if loss_name is not None and training_args is not None and "beta" not in loss_kwargs:
             loss_kwargs["beta"] = training_args.beta
@@ -57,7 +59,7 @@ class ApoTrainer(DPOTrainer):
         self.objective = Objective(loss_name, **loss_kwargs) if loss_name is not None else None
         if self.objective is not None and self.objective.needs_margin:
             for split in ("train_dataset", "eval_dataset"):
-                ds = kwargs.get(split)
+                ds = given.get(split)
                 if ds is not None and "margin" not in _columns(ds):
                     raise ValueError(f"loss {loss_name!r} needs a numeric 'margin' column; {split} has "
                                      f"columns {sorted(_columns(ds))}")

@@ -163,3 +163,12 @@ def test_reward_trainer_modes(tok, tmp_path):
     assert any("mmpo/target" in rec for rec in soft.state.log_history)
     with pytest.raises(ValueError, match="margin_mode"):
         _reward_setup(tok, tmp_path, "hard")
+
+
+def test_positional_arguments_and_beta_from_the_config(tok, tmp_path):
+    model, ref = tiny_causal_lm(tok, seed=0), tiny_causal_lm(tok, seed=0)
+    tr = ApoTrainer(model, ref, config(tmp_path, beta=0.37), None, pairs(), processing_class=tok, loss_name="madpo")
+    assert tr.objective.hparams["beta"] == 0.37
+    with pytest.raises(ValueError, match="'margin' column"):
+        ApoTrainer(tiny_causal_lm(tok), tiny_causal_lm(tok), config(tmp_path), None,
+                   pairs().remove_columns("margin"), processing_class=tok, loss_name="mmpo")
