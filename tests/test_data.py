@@ -1,0 +1,67 @@
+"""Preference-dataset validation and label-flip noise."""
+
+import pytest
+from datasets import Dataset
+
+from apo_utils.data import flip_labels, validate_preferences
+
+
+def rows(n=10):
+    return [{"prompt": f"p{i}", "chosen": f"good {i}", "rejected": f"bad {i}", "margin": float(i)} for i in range(n)]
+
+
+def test_a_sound_dataset_passes_in_both_forms():
+    assert validate_preferences(rows()) is not None
+    validate_preferences(Dataset.from_list(rows()), require_margin=True)
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda r: [{k: v for k, v in x.items() if k != "rejected"} for x in r], "missing column 'rejected'"),
+        (lambda r: r[:3] + [dict(r[3], chosen="   ")] + r[4:], r"column 'chosen': row 3 is an empty string"),
+        (lambda r: r[:5] + [dict(r[5], margin=float("nan"))] + r[6:], r"column 'margin': row 5 is nan"),
+        (lambda r: r[:2] + [dict(r[2], margin="0.5")] + r[3:], r"column 'margin': row 2 is str"),
+        (lambda r: r[:1] + [dict(r[1], prompt=None)] + r[2:], r"column 'prompt': row 1 is NoneType"),
+        (lambda r: r[:4] + [dict(r[4], margin=True)] + r[5:], r"column 'margin': row 4 is bool"),
+    ],
+)
+def test_bad_rows_are_named(edit, message):
+    bad = edit(rows())
+    with pytest.raises(ValueError, match=message):
+        validate_preferences(bad)
+    if "NoneType" not in message and "bool" not in message and "str" not in message:
+        with pytest.raises(ValueError, match=message):
+            validate_preferences(Dataset.from_list(bad))
+
+
+def test_missing_margin_when_required_and_other_shapes():
+    no_margin = [{k: v for k, v in r.items() if k != "margin"} for r in rows()]
+    with pytest.raises(ValueError, match="missing column 'margin'"):
+        validate_preferences(no_margin, require_margin=True)
+    with pytest.raises(ValueError, match="empty"):
+        validate_preferences([])
+    with pytest.raises(ValueError, match="expected a datasets.Dataset"):
+        validate_preferences("prompt,chosen,rejected")
+
+
+def test_flips_are_exact_deterministic_nested_and_negate_the_margin():
+    ds = Dataset.from_list(rows(100))
+    a = flip_labels(ds, 0.2, seed=3)
+    b = flip_labels(ds, 0.2, seed=3)
+    c = flip_labels(ds, 0.4, seed=3)
+    assert sum(a["flipped"]) == 20 and a["flipped"] == b["flipped"]
+    assert all(fc for fa, fc in zip(a["flipped"], c["flipped"]) if fa)  # 20% rows inside the 40% rows
+    for r, orig in zip(a, ds):
+        if r["flipped"]:
+            assert (r["chosen"], r["rejected"], r["margin"]) == (orig["rejected"], orig["chosen"], -orig["margin"])
+        else:
+            assert (r["chosen"], r["margin"]) == (orig["chosen"], orig["margin"])
+    assert flip_labels(rows(10), 0.0)[0]["flipped"] is False
+    assert flip_labels(ds, 0.2, seed=4)["flipped"] != a["flipped"]
+
+
+@pytest.mark.parametrize("rate", [-0.1, 0.5, 0.9, float("nan"), "0.1"])
+def test_noise_rate_outside_range_is_named(rate):
+    with pytest.raises(ValueError, match="noise rate must lie in"):
+        flip_labels(rows(), rate)
