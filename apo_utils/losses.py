@@ -458,10 +458,9 @@ LOSSES = {
     "mmpo": mmpo_loss,
 }
 
-# Which inputs each loss reads beyond the policy log-probs.
+# Which inputs each loss reads beyond the policy log-probs (and response lengths, always passed).
 NEEDS_REFERENCE = {"dpo", "ipo", "cdpo", "robust", "beta_dpo", "madpo", "gamma_dpo", "mmpo"}
 NEEDS_MARGIN = {"madpo", "mmpo"}
-NEEDS_LENGTHS = {"simpo", "gamma_simpo", "amapo"}
 
 
 def check_loss_name(name: str) -> str:

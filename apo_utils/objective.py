@@ -58,10 +58,6 @@ class Objective:
     def needs_margin(self) -> bool:
         return self.name in L.NEEDS_MARGIN
 
-    @property
-    def needs_lengths(self) -> bool:
-        return self.name in L.NEEDS_LENGTHS or (self.name == "ipo" and self.hparams.get("length_norm", False))
-
     def _dry_run(self):
         z = torch.zeros(2)
         one = torch.ones(2)
@@ -70,8 +66,9 @@ class Objective:
 
     def __call__(self, pc, pr, rc=None, rr=None, *, margin=None, chosen_lengths=None, rejected_lengths=None,
                  gathered: torch.Tensor | None = None, update: bool = True) -> L.LossOutput:
-        """Compute the loss. `gathered` is the batch statistic of every process (multi-process runs):
-        the gaps for beta-DPO/gamma-PO, h for AMaPO. `update=False` leaves the running state alone (eval)."""
+        """Compute the loss. `gathered` is the batch statistic of every process in multi-process runs, this
+        process's rows first: the gaps (beta h) for beta-DPO/gamma-PO, h for AMaPO. `update=False` leaves
+        the running state alone (evaluation)."""
         kw = dict(self.hparams, margin=margin, chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)
         if self.name == "beta_dpo":
             kw.update(gap_mean=self.gap_mean, gap_std=self.gap_std, generator=self.generator, gathered_gaps=gathered)
