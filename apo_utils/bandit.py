@@ -85,7 +85,9 @@ def evaluate(theta: torch.Tensor, bandit: Bandit, reference_free: bool) -> dict[
     implicit = logp if reference_free else logp - ref_logp
     p = logp.exp()
     return {
-        "ranking_accuracy": (implicit[bandit.test_a] > implicit[bandit.test_b]).float().mean().item(),
+        # a tie (e.g. every implicit reward is 0 at the reference) counts as a coin flip, not as an error
+        "ranking_accuracy": ((implicit[bandit.test_a] > implicit[bandit.test_b]).float()
+                             + 0.5 * (implicit[bandit.test_a] == implicit[bandit.test_b]).float()).mean().item(),
         "reward_gain": float((p * bandit.rewards).sum() - (ref_logp.exp() * bandit.rewards).sum()),
         "kl": float((p * (logp - ref_logp)).sum()),
     }

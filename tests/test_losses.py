@@ -372,3 +372,14 @@ def test_objective_keeps_beta_dpo_statistics_and_gamma_queue():
     bd(pc, z, z, z, update=False)
     assert bd.gap_mean == before
     assert out.mask is not None
+
+
+def test_bandit_scores_ties_as_coin_flips_and_learns():
+    from apo_utils.bandit import evaluate, make_bandit, train
+
+    b = make_bandit(n_responses=50, n_pairs=400, n_test=400, seed=0)
+    at_ref = evaluate(b.ref_logits.clone(), b, reference_free=False)
+    assert at_ref["ranking_accuracy"] == 0.5 and abs(at_ref["kl"]) < 1e-6 and abs(at_ref["reward_gain"]) < 1e-6
+    r = train("dpo", b, steps=60, seed=0)
+    assert r["curve"]["ranking_accuracy"][0] == 0.5 and r["final"]["ranking_accuracy"] > 0.7
+    assert r["final"]["kl"] > 0 and r["final"]["reward_gain"] > 0
