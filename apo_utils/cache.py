@@ -29,7 +29,7 @@ def cached_map(fn, items: list, batch_size: int, cache_dir, key: dict, desc: str
     """`fn(batch) -> list` of one result per item; results are JSON values. Returns results for all items."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    folder = Path(cache_dir) / f"{desc.replace(' ', '_')}-{fingerprint(key, items)}"
+    folder = Path(cache_dir) / f"{desc.replace(' ', '_')}-{fingerprint(key, items, batch_size)}"
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "key.json", {"key": key, "n_items": len(items), "batch_size": batch_size})
     starts = range(0, len(items), batch_size)

@@ -23,10 +23,31 @@ class BanditSettings:
 
 
 @dataclass(frozen=True)
+class DataSettings:
+    """The sentiment preference pipeline of notebook 01 (and the data every study trains on)."""
+
+    policy: str = "tiny"  # 'tiny', 'gemma-offline', or a hub name (falls back to gemma-offline offline)
+    prompt_source: str = "offline"  # 'offline', 'imdb' or 'auto'
+    scorer: str = "vader"  # 'vader', 'auto' or a classifier name
+    n_prompts: int = 256
+    n_samples: int = 4  # continuations per prompt; 'low' quality pairs the best with the worst of them
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    gen_batch_size: int = 32
+    label_scale: float = 4.0  # Bradley-Terry annotator: P(a > b) = sigma(label_scale * (s_a - s_b))
+    test_fraction: float = 0.25
+    rm_epochs: float = 4.0
+    rm_batch_size: int = 16
+    rm_lr: float = 1e-3
+    rm_lora_r: int = 0  # 0: train every weight (tiny model); >0: LoRA rank on a pretrained backbone
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     bandit: BanditSettings = field(default_factory=BanditSettings)
+    data: DataSettings = field(default_factory=DataSettings)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -34,13 +55,20 @@ class Profile:
 
 _SETTINGS = {
     "smoke": Profile("smoke", "CI check: tiny random model, a few dozen prompts, minutes on 2 CPU cores",
-                     bandit=BanditSettings(n_responses=200, n_pairs=1000, steps=150, batch_size=64, seeds=(0, 1, 2))),
+                     bandit=BanditSettings(n_responses=200, n_pairs=1000, steps=150, batch_size=64, seeds=(0, 1, 2)),
+                     data=DataSettings()),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
-                                         seeds=(0, 1, 2, 3, 4))),
+                                         seeds=(0, 1, 2, 3, 4)),
+                   data=DataSettings(policy="gemma-offline", prompt_source="offline", scorer="vader", n_prompts=192,
+                                     n_samples=4, max_new_tokens=32, gen_batch_size=32, rm_epochs=2.0,
+                                     rm_batch_size=16, rm_lr=2e-4, rm_lora_r=16)),
     "gpu": Profile("gpu", "paper scale on one GPU",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
-                                         seeds=(0, 1, 2, 3, 4))),
+                                         seeds=(0, 1, 2, 3, 4)),
+                   data=DataSettings(policy="google/gemma-3-270m", prompt_source="auto", scorer="auto",
+                                     n_prompts=2000, n_samples=4, max_new_tokens=48, gen_batch_size=256,
+                                     rm_epochs=2.0, rm_batch_size=32, rm_lr=2e-4, rm_lora_r=16)),
 }
 
 

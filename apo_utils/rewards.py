@@ -32,3 +32,61 @@ class VaderScorer:
                     raise ValueError(f"texts[{len(out)}] is {type(t).__name__}, expected a string")
                 out.append(float(self._analyzer.polarity_scores(t)["compound"]))
         return out
+
+
+class ClassifierScorer:
+    """A sentiment classifier from the hub (or a local folder): score = P(positive) - P(negative), in [-1, 1].
+
+    Works for two-class (negative/positive) and three-class (negative/neutral/positive) heads, read
+    from the model's `id2label`; the neutral mass counts as 0.
+    """
+
+    def __init__(self, name: str, batch_size: int = 32, device: str | None = None):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.name = name
+        self.description = f"{name}: P(positive) - P(negative)"
+        self.tokenizer = AutoTokenizer.from_pretrained(name)
+        self.model = AutoModelForSequenceClassification.from_pretrained(name).eval()
+        self.device = device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        labels = {int(i): str(v).lower() for i, v in self.model.config.id2label.items()}
+        generic_pos = {2: "label_1", 3: "label_2"}.get(len(labels))  # unnamed heads: last class is positive
+        self.pos = [i for i, v in labels.items() if v.startswith("pos") or v == generic_pos]
+        self.neg = [i for i, v in labels.items() if v.startswith("neg") or v == "label_0"]
+        if len(self.pos) != 1 or len(self.neg) != 1:
+            raise ValueError(f"cannot tell positive from negative in {name}'s labels {labels}")
+        self.batch_size = batch_size
+
+    def __call__(self, texts, batch_size: int | None = None, progress: bool = True) -> list[float]:
+        import torch
+
+        if isinstance(texts, str):
+            raise ValueError("texts must be a list of strings, not one string")
+        bs = batch_size or self.batch_size
+        out = []
+        for i in tqdm(range(0, len(texts), bs), desc=f"scoring ({self.name})", disable=not progress):
+            enc = self.tokenizer(list(texts[i : i + bs]), return_tensors="pt", padding=True, truncation=True,
+                                 max_length=512).to(self.device)
+            with torch.no_grad():
+                p = self.model(**enc).logits.float().softmax(-1)
+            out.extend((p[:, self.pos[0]] - p[:, self.neg[0]]).tolist())
+        return out
+
+
+# The MADPO paper's ground truth (three classes: negative, neutral, positive).
+DEFAULT_CLASSIFIER = "cardiffnlp/twitter-roberta-base-sentiment-latest"
+
+
+def make_scorer(name: str = "auto", log=print):
+    """'vader', 'auto' (the hub classifier when the hub answers, else VADER), or a classifier name/path."""
+    from .models import hub_reachable
+
+    if name == "vader":
+        scorer = VaderScorer()
+    elif name == "auto":
+        scorer = ClassifierScorer(DEFAULT_CLASSIFIER) if hub_reachable() else VaderScorer()
+    else:
+        scorer = ClassifierScorer(name)
+    log(f"ground-truth scorer: {scorer.description}")
+    return scorer

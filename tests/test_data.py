@@ -58,6 +58,9 @@ def test_flips_are_exact_deterministic_nested_and_negate_the_margin():
         else:
             assert (r["chosen"], r["margin"]) == (orig["chosen"], orig["margin"])
     assert flip_labels(rows(10), 0.0)[0]["flipped"] is False
+    full = [dict(r, true_margin=1.0, chosen_score=0.5, rejected_score=-0.5, label_correct=True) for r in rows(4)]
+    f = [r for r in flip_labels(full, 0.25, seed=0) if r["flipped"]][0]
+    assert (f["true_margin"], f["chosen_score"], f["rejected_score"], f["label_correct"]) == (-1.0, -0.5, 0.5, False)
     assert flip_labels(ds, 0.2, seed=4)["flipped"] != a["flipped"]
 
 

@@ -1,0 +1,113 @@
+"""MADPO step 1: a Bradley-Terry reward model trained on the pairs, and its margin for every pair.
+
+Training is TRL's RewardTrainer (through `MarginRewardTrainer`, margin_mode="none": any `margin`
+column is ignored so the model learns from labels alone, as in the paper). On a pretrained backbone it
+trains LoRA adapters (r=16 on the attention projections, as the MADPO authors) plus the score head.
+The trained model is saved as safetensors under the run's output folder and reused on a re-run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from trl import RewardConfig
+from trl.trainer.reward_trainer import DataCollatorForPreference as RewardCollator
+
+from .cache import fingerprint
+from .storage import atomic_write_bytes
+from .models import load_reward_model
+from .trainer import MarginRewardTrainer
+
+
+def _eos(text: str, eos: str) -> str:
+    return text if text.endswith(eos) else text + eos
+
+
+@torch.no_grad()
+def reward_margins(model, tokenizer, rows: list[dict], batch_size: int = 16) -> np.ndarray:
+    """r(x, y_w) - r(x, y_l) for each row, scored as RewardTrainer sees a pair (prompt + response + EOS)."""
+    device = next(model.parameters()).device
+    model.eval()
+    collate = RewardCollator(pad_token_id=tokenizer.pad_token_id)
+    eos = tokenizer.eos_token
+    out = []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        ex = [{"chosen_ids": tokenizer(_eos(r["prompt"] + r["chosen"], eos))["input_ids"],
+               "rejected_ids": tokenizer(_eos(r["prompt"] + r["rejected"], eos))["input_ids"]} for r in chunk]
+        batch = {k: v.to(device) for k, v in collate(ex).items()}
+        rewards = model(**batch).logits.squeeze(-1).float()
+        rw, rl = rewards.chunk(2)
+        out.append((rw - rl).cpu().numpy())
+    return np.concatenate(out)
+
+
+def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epochs: float = 1.0,
+                       batch_size: int = 16, lr: float = 1e-4, lora_r: int = 16, max_length: int = 256,
+                       seed: int = 0, progress: bool = True, log=print):
+    """Train (or reload) the reward model; returns (model, tokenizer, info)."""
+    from peft import LoraConfig, PeftModel
+
+    key = fingerprint(backbone, epochs, batch_size, lr, lora_r, max_length, seed,
+                      [(r["prompt"], r["chosen"], r["rejected"]) for r in train_rows])
+    folder = Path(output_dir) / f"reward_model-{key}"
+    model, tok, prov = load_reward_model(backbone, seed=seed, log=log)
+    info = {"backbone": prov, "key": key, "lora_r": lora_r, "epochs": epochs, "lr": lr,
+            "n_train": len(train_rows)}
+    done = folder / "DONE"
+    if done.exists():
+        log(f"reward model: reusing {folder}")
+        if lora_r:
+            model = PeftModel.from_pretrained(model, folder / "model")
+        else:
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(folder / "model" / "model.safetensors"))
+        info["reused"] = True
+        return model.eval(), tok, info
+    ds = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
+                            for r in train_rows])
+    args = RewardConfig(
+        output_dir=str(folder / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+        learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=5, save_strategy="no",
+        report_to="none", bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(), seed=seed,
+        data_seed=seed, max_length=max_length, disable_tqdm=not progress, dataloader_num_workers=0,
+    )
+    peft_config = None
+    if lora_r:
+        peft_config = LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
+                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    trainer = MarginRewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                                  peft_config=peft_config, margin_mode="none")
+    trainer.train()
+    model = trainer.model
+    if lora_r:
+        model.save_pretrained(folder / "model")  # adapters + score head, safetensors
+    else:
+        from safetensors.torch import save_file
+
+        (folder / "model").mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model" / "model.safetensors")
+    info["train_log"] = [h for h in trainer.state.log_history if "loss" in h]
+    atomic_write_bytes(done, b"ok\n")
+    info["reused"] = False
+    return model.eval(), tok, info
+
+
+def margin_quality(est: np.ndarray, rows: list[dict]) -> dict:
+    """How well estimated margins track the truth: correlations, and accuracy against labels and against truth."""
+    true = np.array([r["true_margin"] for r in rows], dtype=float)
+    est = np.asarray(est, dtype=float)
+    ranks = lambda x: np.argsort(np.argsort(x))  # noqa: E731
+    pearson = float(np.corrcoef(est, true)[0, 1]) if est.std() > 0 and true.std() > 0 else float("nan")
+    spearman = float(np.corrcoef(ranks(est), ranks(true))[0, 1]) if est.std() > 0 else float("nan")
+    return {
+        "pearson": pearson,
+        "spearman": spearman,
+        "label_accuracy": float((est > 0).mean()),  # agrees with the (noisy) label
+        "truth_accuracy": float(((est > 0) == (true >= 0)).mean()),  # agrees with the ground truth
+        "n": int(len(rows)),
+    }

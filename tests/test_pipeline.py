@@ -1,0 +1,133 @@
+"""The sentiment preference pipeline on the smoke model: prompts, generation (kill and resume), scorers,
+pairs, quality levels and the reward model of MADPO step 1."""
+
+import numpy as np
+import pytest
+
+from apo_utils import models, profiles
+from apo_utils.data import load_pairs, make_pairs, pairs_path, save_pairs, split_pairs
+from apo_utils.generation import generate
+from apo_utils.prompts import load_prompts, offline_prompts
+from apo_utils.reward_model import margin_quality, reward_margins, train_reward_model
+from apo_utils.rewards import ClassifierScorer, VaderScorer, make_scorer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = models.tiny_word_tokenizer()
+    return models.tiny_causal_lm(tok, seed=0), tok
+
+
+def test_offline_prompts_are_distinct_deterministic_and_say_where_they_come_from():
+    a, b = offline_prompts(300, seed=1), offline_prompts(300, seed=1)
+    assert a == b and len(set(a)) == 300 and a != offline_prompts(300, seed=2)
+    with pytest.raises(ValueError, match="1000 openings"):
+        offline_prompts(5000)
+    prompts, prov = load_prompts("auto", 10, log=lambda *_: None)  # HF_HUB_OFFLINE=1 in tests
+    assert len(prompts) == 10 and "offline" in prov["prompts"] and "not IMDB" in prov["prompts"]
+    with pytest.raises(ValueError, match="prompt source"):
+        load_prompts("reddit", 3)
+
+
+def test_model_sources_fall_back_offline_and_reject_unknown_names(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert models.hub_reachable() is False
+    assert models.resolve_source("google/gemma-3-270m")[0] == "offline"
+    assert models.resolve_source("tiny") == ("tiny", None)
+    with pytest.raises(ValueError, match="unknown model 'llama'"):
+        models.resolve_source("llama")
+    tok = models.tiny_word_tokenizer()
+    text = "On a rainy Sunday afternoon, I watched this film and it was great ."
+    assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def test_generation_is_seeded_and_a_killed_run_resumes_without_losing_batches(tiny, tmp_path):
+    model, tok = tiny
+    prompts = offline_prompts(10, seed=0)
+    kw = dict(n_samples=2, max_new_tokens=8, batch_size=4, seed=3, progress=False)
+    ref = generate(model, tok, prompts, **kw)
+    assert len(ref) == 10 and all(len(s) == 2 and s[0].strip() for s in ref)
+    assert ref[0][0].startswith(" ")  # the space between prompt and continuation survives decoding
+
+    real = model.generate
+    calls = {"n": 0}
+
+    def dies_on_third_batch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    model.generate = dies_on_third_batch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            generate(model, tok, prompts, cache_dir=tmp_path, key={"m": "tiny"}, **kw)
+        calls["n"] = 10  # from now on never dies; count the batches a resumed run computes
+        out = generate(model, tok, prompts, cache_dir=tmp_path, key={"m": "tiny"}, **kw)
+    finally:
+        model.generate = real
+    assert out == ref  # identical to an uninterrupted run
+    assert calls["n"] == 10 + 3  # 5 batches in all: 2 were on disk, 3 recomputed
+    with pytest.raises(ValueError, match="needs a `key`"):
+        generate(model, tok, prompts, cache_dir=tmp_path, **kw)
+
+
+def test_classifier_scorer_reads_a_local_three_class_model(tmp_path):
+    tok = models.tiny_tokenizer()
+    clf = models.tiny_reward_model(tok, seed=0)
+    clf.config.num_labels = 3
+    clf.config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
+    clf.config.label2id = {v: k for k, v in clf.config.id2label.items()}
+    from transformers import AutoModelForSequenceClassification
+
+    clf = AutoModelForSequenceClassification.from_config(clf.config)
+    clf.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    s = ClassifierScorer(str(tmp_path))
+    out = s(["a fine film", "a dull film", "ok"], progress=False)
+    assert len(out) == 3 and all(-1 <= x <= 1 for x in out)
+    assert isinstance(make_scorer("auto", log=lambda *_: None), VaderScorer)  # offline: VADER
+
+
+def test_pairs_quality_levels_and_saving(tmp_path):
+    prompts = [f"p{i}" for i in range(200)]
+    rng = np.random.default_rng(0)
+    samples = [[f" s{i}-{k}" for k in range(4)] for i in range(200)]
+    scores = rng.uniform(-1, 1, size=(200, 4)).tolist()
+    high = make_pairs(prompts, samples, scores, "high", label_scale=4.0, seed=0)
+    low = make_pairs(prompts, samples, scores, "low", label_scale=4.0, seed=0)
+    assert np.mean([abs(r["true_margin"]) for r in low]) > 1.5 * np.mean([abs(r["true_margin"]) for r in high])
+    assert np.mean([r["label_correct"] for r in low]) > np.mean([r["label_correct"] for r in high]) > 0.5
+    for r in high:
+        assert r["label_correct"] == (r["true_margin"] >= 0)
+        assert {r["chosen"], r["rejected"]} == {samples[int(r["prompt"][1:])][0], samples[int(r["prompt"][1:])][1]}
+    assert make_pairs(prompts, samples, scores, "high", seed=0) == make_pairs(prompts, samples, scores, "high", seed=0)
+    with pytest.raises(ValueError, match="unknown quality"):
+        make_pairs(prompts, samples, scores, "medium")
+    train, test = split_pairs(high, 0.25, seed=0)
+    assert len(test) == 50 and len(train) == 150 and not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+    path = pairs_path(tmp_path, "smoke", "high", "train")
+    save_pairs([dict(r, margin=0.1) for r in train], path)
+    assert load_pairs(path, require_margin=True)[0]["margin"] == 0.1
+    with pytest.raises(FileNotFoundError, match="run notebooks/01"):
+        load_pairs(pairs_path(tmp_path, "cpu", "low", "test"))
+
+
+def test_reward_model_learns_the_scorer_and_is_reused(tmp_path):
+    """On word salad scored by VADER, a tiny reward model's margins must track the true margins."""
+    d = profiles.get("smoke").data
+    tok = models.tiny_word_tokenizer()
+    policy = models.tiny_causal_lm(tok, seed=0)
+    prompts = offline_prompts(256, seed=0)
+    samples = generate(policy, tok, prompts, n_samples=4, max_new_tokens=24, batch_size=64, progress=False)
+    vader = VaderScorer()
+    scores = [vader([p + y for y in ys], progress=False) for p, ys in zip(prompts, samples)]
+    rows = make_pairs(prompts, samples, scores, "low", label_scale=d.label_scale, seed=0)
+    train, test = split_pairs(rows, 0.25, seed=0)
+    rm, rtok, info = train_reward_model(train, "tiny", tmp_path, epochs=d.rm_epochs, batch_size=16, lr=d.rm_lr,
+                                        lora_r=0, progress=False, log=lambda *_: None)
+    q = margin_quality(reward_margins(rm, rtok, test), test)
+    assert q["truth_accuracy"] > 0.6 and q["pearson"] > 0.2, q
+    again, _, info2 = train_reward_model(train, "tiny", tmp_path, epochs=d.rm_epochs, batch_size=16, lr=d.rm_lr,
+                                         lora_r=0, progress=False, log=lambda *_: None)
+    assert info2["reused"] and np.allclose(reward_margins(again, rtok, test), reward_margins(rm, rtok, test))
