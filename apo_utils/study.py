@@ -1,0 +1,115 @@
+"""What every study notebook does: train a policy with one loss, then measure it.
+
+`train_policy` trains LoRA adapters with `ApoTrainer` (the reference is the same backbone with the
+adapters switched off, and its log-probs are computed once before training), saves them as
+safetensors and reuses them on a re-run. `evaluate_policy` samples continuations of held-out prompts,
+scores them with the ground truth, and estimates KL(pi || ref) from the same samples.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from trl import DPOConfig
+
+from .cache import cached_map, fingerprint
+from .generation import generate
+from .models import load_causal_lm
+from .storage import atomic_write_bytes, atomic_write_json, read_json
+from .trainer import ApoTrainer
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *, loss_kwargs: dict | None = None,
+                 epochs: float = 1.0, batch_size: int = 8, lr: float = 5e-4, lora_r: int = 16, max_length: int = 128,
+                 seed: int = 0, progress: bool = False, log=print):
+    """(model with trained adapters, tokenizer, info). Same seed -> same data order for every method."""
+    from peft import LoraConfig, PeftModel
+
+    loss_kwargs = dict(loss_kwargs or {})
+    key = fingerprint(method, loss_kwargs, backbone, epochs, batch_size, lr, lora_r, max_length, seed,
+                      [(r["prompt"], r["chosen"], r["rejected"], r.get("margin")) for r in train_rows])
+    folder = Path(out_dir) / f"{method}-{key}"
+    base, tok, prov = load_causal_lm(backbone, seed=seed, log=lambda *_: None)
+    if (folder / "DONE").exists():
+        model = PeftModel.from_pretrained(base, folder / "adapter")
+        info = read_json(folder / "info.json")
+        info["reused"] = True
+        return model.eval(), tok, info
+    cols = ["prompt", "chosen", "rejected"] + (["margin"] if "margin" in train_rows[0] else [])
+    ds = Dataset.from_list([{c: r[c] for c in cols} for r in train_rows])
+    beta = loss_kwargs.pop("beta", 0.1)
+    cuda = torch.cuda.is_available()
+    args = DPOConfig(
+        output_dir=str(folder / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+        learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=1, save_strategy="no",
+        report_to="none", bf16=cuda, use_cpu=not cuda, seed=seed, data_seed=seed, beta=beta,
+        max_length=max_length, precompute_ref_log_probs=True, disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    torch.manual_seed(seed)
+    peft_config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
+                             target_modules=LORA_TARGETS)
+    trainer = ApoTrainer(model=base, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
+                         loss_name=method, loss_kwargs={**loss_kwargs, "beta": beta})
+    trainer.train()
+    model = trainer.model
+    model.save_pretrained(folder / "adapter")
+    info = {"method": method, "loss_kwargs": {**loss_kwargs, "beta": beta}, "key": key, "backbone": prov,
+            "log": [h for h in trainer.state.log_history if "loss" in h],
+            "train_runtime_s": trainer.state.log_history[-1].get("train_runtime")}
+    atomic_write_json(folder / "info.json", info)
+    atomic_write_bytes(folder / "DONE", b"ok\n")
+    info["reused"] = False
+    return model.eval(), tok, info
+
+
+@torch.no_grad()
+def completion_logprobs(model, tok, prompts: list[str], completions: list[str], batch_size: int = 16) -> np.ndarray:
+    """Summed log pi(completion | prompt) for each pair, over the completion tokens only."""
+    device = next(model.parameters()).device
+    out = []
+    side = tok.padding_side
+    tok.padding_side = "right"
+    try:
+        for i in range(0, len(prompts), batch_size):
+            ps, cs = prompts[i : i + batch_size], completions[i : i + batch_size]
+            n_prompt = [len(tok(p)["input_ids"]) for p in ps]
+            enc = tok([p + c for p, c in zip(ps, cs)], return_tensors="pt", padding=True).to(device)
+            logits = model(**enc).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, enc["input_ids"][:, 1:, None]).squeeze(-1)
+            mask = enc["attention_mask"][:, 1:].clone()
+            for j, n in enumerate(n_prompt):
+                mask[j, : n - 1] = 0
+            out.append((logp * mask).sum(-1).cpu().numpy())
+    finally:
+        tok.padding_side = side
+    return np.concatenate(out)
+
+
+def evaluate_policy(model, tok, prompts: list[str], scorer, *, key: dict, cache_dir, n_samples: int = 1,
+                    max_new_tokens: int = 32, batch_size: int = 32, seed: int = 0) -> dict:
+    """Mean ground-truth reward of the policy's samples (with its standard error) and a KL(pi || ref) estimate.
+
+    KL is estimated from the same samples: mean over y ~ pi of log pi(y|x) - log ref(y|x), where ref is the
+    backbone with the LoRA adapters switched off.
+    """
+    samples = generate(model, tok, prompts, n_samples=n_samples, max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, seed=seed, cache_dir=cache_dir, key=key, progress=False)
+    ps = [p for p, ys in zip(prompts, samples) for _ in ys]
+    ys = [y for s in samples for y in s]
+    rewards = np.array(cached_map(lambda b: scorer(b, progress=False), [p + y for p, y in zip(ps, ys)], 256,
+                                  cache_dir, key={"scorer": scorer.description}, desc="scoring", progress=False))
+    kl = float("nan")
+    if hasattr(model, "disable_adapter"):
+        lp = completion_logprobs(model, tok, ps, ys)
+        with model.disable_adapter():
+            lr_ = completion_logprobs(model, tok, ps, ys)
+        kl = float(np.mean(lp - lr_))
+    return {"reward": float(rewards.mean()), "reward_se": float(rewards.std(ddof=1) / math.sqrt(len(rewards))),
+            "kl": kl, "n": int(len(rewards)), "examples": [p + y for p, y in list(zip(ps, ys))[:3]]}
