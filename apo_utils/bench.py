@@ -1,0 +1,136 @@
+"""Step-time benchmark: every apo loss against TRL's own sigmoid DPO, same model, same batch.
+
+`python -m apo_utils.bench --model tiny` (or `gemma-offline`) builds one trainer per loss on identical
+weights and data, takes the first batch, and times forward+backward of `training_step` on it, the
+configurations interleaved round by round so machine noise hits all of them alike. Reference
+log-probs are precomputed for every configuration, so what differs is the loss alone. Also measured:
+training tokens per second and generation tokens per second. Results go to
+`benchmarks/results/<device>_<model>.json` with the device, commit and package versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+from datasets import Dataset
+from trl import DPOConfig, DPOTrainer
+
+from . import losses as L
+from .models import REVIEW_WORDS, load_causal_lm
+from .prompts import offline_prompts
+from .records import device_description, git_commit, package_versions
+from .storage import atomic_write_json, repo_root
+from .trainer import ApoTrainer
+
+# Per-loss settings so every loss runs in its own regime (betas as the bandit uses them).
+BENCH_KWARGS = {"simpo": {"beta": 2.0}, "gamma_simpo": {"beta": 2.0}, "amapo": {"beta": 2.0}}
+
+
+def synthetic_pairs(n: int, words: int, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    vocab = [w for w in REVIEW_WORDS if w.isalpha()]
+    rows = []
+    for i, p in enumerate(offline_prompts(n, seed)):
+        c, r = (" " + " ".join(rng.choice(vocab, words)) for _ in range(2))
+        rows.append({"prompt": p, "chosen": c, "rejected": r, "margin": float(rng.normal())})
+    return Dataset.from_list(rows)
+
+
+def _trainer(name, model_name, ds, batch_size, seed, lora_r):
+    from peft import LoraConfig
+
+    model, tok, _ = load_causal_lm(model_name, seed=seed, log=lambda *_: None)
+    cuda = torch.cuda.is_available()
+    args = DPOConfig(output_dir="/tmp/apo-bench", per_device_train_batch_size=batch_size, report_to="none",
+                     bf16=cuda, use_cpu=not cuda, seed=seed, data_seed=seed, precompute_ref_log_probs=True,
+                     disable_tqdm=True, save_strategy="no", max_length=256, dataloader_num_workers=0, beta=0.1)
+    peft = (LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r, target_modules=["q_proj", "k_proj",
+                                                                                               "v_proj", "o_proj"])
+            if lora_r else None)
+    ref = None if lora_r else load_causal_lm(model_name, seed=seed, log=lambda *_: None)[0]
+    with contextlib.redirect_stderr(io.StringIO()):
+        if name == "trl_sigmoid":
+            tr = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=ds, processing_class=tok,
+                            peft_config=peft)
+        else:
+            tr = ApoTrainer(model=model, ref_model=ref, args=args, train_dataset=ds, processing_class=tok,
+                            peft_config=peft, loss_name=name, loss_kwargs=BENCH_KWARGS.get(name, {}))
+    tr.create_optimizer_and_scheduler(num_training_steps=10)
+    tr.current_gradient_accumulation_steps = 1  # set by train(); training_step divides by it
+    batch = next(iter(tr.get_train_dataloader()))
+    if name == "trl_sigmoid":
+        batch.pop("margin", None)
+    return tr, tok, batch
+
+
+def run(model_name: str = "tiny", batch_size: int = 8, words: int = 24, rounds: int = 7, seed: int = 0,
+        lora_r: int = 0, gen_tokens: int = 32, log=print) -> dict:
+    names = ["trl_sigmoid"] + sorted(L.LOSSES)
+    ds = synthetic_pairs(max(16, 4 * batch_size), words, seed)
+    trainers = {n: _trainer(n, model_name, ds, batch_size, seed, lora_r) for n in names}
+    times = {n: [] for n in names}
+    for r in range(rounds + 1):  # round 0 warms up and is not counted
+        for n in names:
+            tr, _, batch = trainers[n]
+            tr.model.train()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            tr.training_step(tr.model, dict(batch))
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if r:
+                times[n].append(time.perf_counter() - t)
+            tr.model.zero_grad(set_to_none=True)
+        log(f"round {r}/{rounds} done")
+    base = statistics.median(times["trl_sigmoid"])
+    tokens = int(trainers["trl_sigmoid"][2]["attention_mask"].sum())
+    results = {n: {"median_s": statistics.median(v), "min_s": min(v), "ratio_to_trl_sigmoid": statistics.median(v) / base,
+                   "train_tokens_per_s": tokens / statistics.median(v)} for n, v in times.items()}
+    tr, tok, _ = trainers["dpo"]
+    model = tr.model.eval()
+    enc = tok(offline_prompts(batch_size, seed), return_tensors="pt", padding=True).to(model.device)
+    t = time.perf_counter()
+    with torch.no_grad():
+        model.generate(**enc, max_new_tokens=gen_tokens, min_new_tokens=gen_tokens, do_sample=True,
+                       pad_token_id=tok.pad_token_id)
+    gen_tps = batch_size * gen_tokens / (time.perf_counter() - t)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {
+        "model": model_name, "device": device_description(), "git": git_commit(), "packages": package_versions(),
+        "batch_pairs": batch_size, "tokens_per_batch": tokens, "rounds": rounds, "lora_r": lora_r,
+        "step": "training_step (forward + backward), reference log-probs precomputed",
+        "losses": results, "generation_tokens_per_s": gen_tps,
+        "peak_memory_MiB": peak, "peak_memory_kind": "cuda max allocated" if torch.cuda.is_available()
+        else "process max RSS (all configurations together)",
+        "worst_ratio": max(r["ratio_to_trl_sigmoid"] for n, r in results.items() if n != "trl_sigmoid"),
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--lora-r", type=int, default=None, help="default: 0 for tiny, 16 otherwise")
+    a = p.parse_args(argv)
+    lora = a.lora_r if a.lora_r is not None else (0 if a.model == "tiny" else 16)
+    res = run(a.model, a.batch_size, rounds=a.rounds, lora_r=lora)
+    slug = re.sub(r"[^a-z0-9]+", "-", res["device"].lower()).strip("-")
+    path = atomic_write_json(repo_root() / "benchmarks" / "results" / f"{slug}_{a.model}.json", res)
+    for n, r in res["losses"].items():
+        print(f"{n:12s} {r['median_s'] * 1000:9.1f} ms  x{r['ratio_to_trl_sigmoid']:.3f}")
+    print(f"generation {res['generation_tokens_per_s']:.0f} tokens/s; worst ratio x{res['worst_ratio']:.3f} -> {path}")
+
+
+if __name__ == "__main__":
+    main()
