@@ -73,6 +73,7 @@ def _trainer(name, model_name, ds, batch_size, seed, lora_r):
 
 def run(model_name: str = "tiny", batch_size: int = 8, words: int = 24, rounds: int = 7, seed: int = 0,
         lora_r: int = 0, gen_tokens: int = 32, log=print) -> dict:
+    git = git_commit()  # the code this run imports, read before anything can change under it
     names = ["trl_sigmoid"] + sorted(L.LOSSES)
     ds = synthetic_pairs(max(16, 4 * batch_size), words, seed)
     trainers = {n: _trainer(n, model_name, ds, batch_size, seed, lora_r) for n in names}
@@ -106,7 +107,7 @@ def run(model_name: str = "tiny", batch_size: int = 8, words: int = 24, rounds: 
     peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {
-        "model": model_name, "device": device_description(), "git": git_commit(), "packages": package_versions(),
+        "model": model_name, "device": device_description(), "git": git, "packages": package_versions(),
         "batch_pairs": batch_size, "tokens_per_batch": tokens, "rounds": rounds, "lora_r": lora_r,
         "step": "training_step (forward + backward), reference log-probs precomputed",
         "losses": results, "generation_tokens_per_s": gen_tps,

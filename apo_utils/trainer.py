@@ -9,6 +9,7 @@ preparation, reference log-probs, PEFT, logging, checkpoints) is TRL's own.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,13 @@ def _columns(dataset) -> set[str]:
     return set(names or [])
 
 
+def _check_margins(values, split: str):
+    """Fail before training, naming the row, rather than at the batch that holds a NaN margin."""
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{split}: column 'margin' row {i} is {v!r}; margins must be finite numbers")
+
+
 class ApoTrainer(DPOTrainer):
     """`ApoTrainer(model, args=DPOConfig(...), loss_name="madpo", loss_kwargs={"beta": 0.1}, ...)`.
 
@@ -63,6 +71,8 @@ class ApoTrainer(DPOTrainer):
                 if ds is not None and "margin" not in _columns(ds):
                     raise ValueError(f"loss {loss_name!r} needs a numeric 'margin' column; {split} has "
                                      f"columns {sorted(_columns(ds))}")
+                if ds is not None and hasattr(ds, "__getitem__") and not isinstance(ds, dict):
+                    _check_margins(ds["margin"], split)
         super().__init__(*args, **kwargs)
         if self.objective is not None and getattr(self, "ld_alpha", None) is not None:
             raise ValueError("ld_alpha is not supported with apo losses; leave it unset")

@@ -133,6 +133,10 @@ def test_trainer_errors_name_what_is_wrong(tok, tmp_path):
         make(ApoTrainer, tok, tmp_path, ds, loss_name="madpo")
     with pytest.raises(ValueError, match="unknown loss name"):
         make(ApoTrainer, tok, tmp_path, ds, loss_name="dpo2")
+    rows = pairs().to_list()
+    rows[5]["margin"] = float("nan")
+    with pytest.raises(ValueError, match="train_dataset: column 'margin' row 5"):
+        make(ApoTrainer, tok, tmp_path, Dataset.from_list(rows), loss_name="mmpo")
     with pytest.raises(ValueError, match="beta"):
         make(ApoTrainer, tok, tmp_path, ds, loss_name="dpo", loss_kwargs={"beta": -1.0})
 
