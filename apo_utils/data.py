@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .storage import atomic_write_bytes
+
 REQUIRED = ("prompt", "chosen", "rejected")
 
 
@@ -150,8 +152,6 @@ def split_pairs(rows: list[dict], test_fraction: float, seed: int = 0) -> tuple[
 
 def save_pairs(rows: list[dict], path) -> Path:
     """JSON Lines, written atomically; validated first so nothing malformed is ever saved."""
-    from .storage import atomic_write_bytes
-
     validate_preferences(rows)
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
     return atomic_write_bytes(path, text.encode())

@@ -49,15 +49,8 @@ def generate(model, tokenizer, prompts: list[str], n_samples: int = 1, max_new_t
     try:
         params = {"n_samples": n_samples, "max_new_tokens": max_new_tokens, "temperature": temperature,
                   "top_p": top_p, "min_new_tokens": min_new_tokens, "seed": seed}
-        if cache_dir is None:
-            flat = []
-            from tqdm.auto import tqdm
-
-            for s in tqdm(range(0, len(items), batch_size), desc="generating", disable=not progress):
-                flat.extend(run(items[s : s + batch_size]))
-        else:
-            flat = cached_map(run, items, batch_size, cache_dir, key={**(key or {}), **params},
-                              desc="generating", progress=progress)
+        flat = cached_map(run, items, batch_size, cache_dir, key={**(key or {}), **params}, desc="generating",
+                          progress=progress)
     finally:
         tokenizer.padding_side = side
         model.train(was_training)

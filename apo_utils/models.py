@@ -224,10 +224,6 @@ def _backbone(name: str, log) -> tuple[str, str | None, dict, object]:
     return source, path, prov, _tokenizer_at(source, path)
 
 
-def load_tokenizer(name: str, log=print):
-    return _backbone(name, log)[3]
-
-
 def load_causal_lm(name: str, seed: int = 0, dtype=torch.float32, device: str | None = None, log=print):
     """(model, tokenizer, provenance). `name`: 'tiny', 'gemma-offline', or a hub name."""
     source, path, prov, tok = _backbone(name, log)

@@ -8,6 +8,7 @@ figures made from it. The summary notebook and the README table read these files
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import subprocess
 import sys
@@ -42,8 +43,6 @@ def device_description() -> str:
         pass
     cpu = platform.processor() or platform.machine()
     try:
-        import os
-
         n = len(os.sched_getaffinity(0))
     except AttributeError:
         n = None
