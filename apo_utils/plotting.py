@@ -24,12 +24,14 @@ METHOD_COLORS = {
     "gamma_simpo": "#C17C00",
     "amapo": "#00798C",
     "mmpo": "#6A994E",
+    "madpo_amplify": "#E8919B",  # MADPO ablations: lighter shades of MADPO's colour
+    "madpo_dampen": "#8E1F2F",
 }
 
 METHOD_LABELS = {
     "dpo": "DPO", "ipo": "IPO", "cdpo": "cDPO", "robust": "rDPO (robust)", "beta_dpo": "β-DPO",
     "simpo": "SimPO", "madpo": "MADPO", "gamma_dpo": "γ-DPO", "gamma_simpo": "γ-SimPO", "amapo": "AMaPO",
-    "mmpo": "MMPO",
+    "mmpo": "MMPO", "madpo_amplify": "MADPO, amplify only", "madpo_dampen": "MADPO, dampen only",
 }
 
 METHOD_ORDER = list(METHOD_COLORS)

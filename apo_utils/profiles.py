@@ -43,11 +43,31 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
+class PolicySettings:
+    """How the study notebooks (02-05) train and evaluate policies: same budget for every method."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: float = 2.0
+    batch_size: int = 8
+    lr: float = 5e-3
+    beta: float = 0.1
+    lora_r: int = 8  # LoRA rank on q/k/v/o (the reference is the same model with adapters off)
+    max_length: int = 96
+    trim_vocab: int | None = None  # keep_first for apo_utils.vocab.trim_vocabulary; None keeps the full vocabulary
+    n_eval_prompts: int = 32  # held-out prompts: notebook 01's test prompts, then unused offline openings
+    eval_samples: int = 2
+    eval_max_new_tokens: int = 24
+    eval_batch_size: int = 32
+    ablation: bool = True  # MADPO amplification-only / dampening-only runs (notebook 02)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     bandit: BanditSettings = field(default_factory=BanditSettings)
     data: DataSettings = field(default_factory=DataSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -62,13 +82,19 @@ _SETTINGS = {
                                          seeds=(0, 1, 2, 3, 4)),
                    data=DataSettings(policy="gemma-offline", prompt_source="offline", scorer="vader", n_prompts=192,
                                      n_samples=4, max_new_tokens=32, gen_batch_size=32, rm_epochs=2.0,
-                                     rm_batch_size=16, rm_lr=2e-4, rm_lora_r=16)),
+                                     rm_batch_size=16, rm_lr=2e-4, rm_lora_r=16),
+                   policy=PolicySettings(seeds=(0, 1, 2), epochs=1.0, batch_size=8, lr=5e-4, lora_r=16,
+                                         max_length=96, trim_vocab=8192, n_eval_prompts=64, eval_samples=2,
+                                         eval_max_new_tokens=32, eval_batch_size=32, ablation=False)),
     "gpu": Profile("gpu", "paper scale on one GPU",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),
                    data=DataSettings(policy="google/gemma-3-270m", prompt_source="auto", scorer="auto",
                                      n_prompts=2000, n_samples=4, max_new_tokens=48, gen_batch_size=256,
-                                     rm_epochs=2.0, rm_batch_size=32, rm_lr=2e-4, rm_lora_r=16)),
+                                     rm_epochs=2.0, rm_batch_size=32, rm_lr=2e-4, rm_lora_r=16),
+                   policy=PolicySettings(seeds=(0, 1, 2), epochs=2.0, batch_size=32, lr=2e-4, lora_r=16,
+                                         max_length=128, trim_vocab=None, n_eval_prompts=256, eval_samples=2,
+                                         eval_max_new_tokens=48, eval_batch_size=256, ablation=True)),
 }
 
 

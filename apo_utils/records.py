@@ -50,7 +50,15 @@ def device_description() -> str:
 
 
 def git_commit(root: Path | None = None) -> dict[str, str | bool | None]:
+    """HEAD and whether the code the results depend on differs from it.
+
+    A copy of the tree without .git (a remote GPU machine) can pass both in $APO_GIT_COMMIT and
+    $APO_GIT_DIRTY; the record then says where they came from.
+    """
     root = root or repo_root()
+    if os.environ.get("APO_GIT_COMMIT") and not (root / ".git").exists():
+        return {"commit": os.environ["APO_GIT_COMMIT"], "dirty": os.environ.get("APO_GIT_DIRTY", "") == "1",
+                "from": "environment (tree copied without .git)"}
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True, timeout=10).stdout.strip()

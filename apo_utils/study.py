@@ -38,6 +38,8 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
     base, tok, prov = load_causal_lm(backbone, seed=seed, log=lambda *_: None)
     if (folder / "DONE").exists():
         model = PeftModel.from_pretrained(base, folder / "adapter")
+        if torch.cuda.is_available():
+            model.to("cuda")
         info = read_json(folder / "info.json")
         info["reused"] = True
         return model.eval(), tok, info
@@ -113,3 +115,86 @@ def evaluate_policy(model, tok, prompts: list[str], scorer, *, key: dict, cache_
         kl = float(np.mean(lp - lr_))
     return {"reward": float(rewards.mean()), "reward_se": float(rewards.std(ddof=1) / math.sqrt(len(rewards))),
             "kl": kl, "n": int(len(rewards)), "examples": [p + y for p, y in list(zip(ps, ys))[:3]]}
+
+
+# --------------------------------------------------------------------------- what the study notebooks share
+
+
+def load_study_pairs(output_dir, profile: str, qualities=("high", "low")) -> dict[str, dict[str, list[dict]]]:
+    """{quality: {'train': rows, 'test': rows}} from notebook 01's files for this profile (clear error if absent)."""
+    from .data import load_pairs, pairs_path
+
+    return {q: {split: load_pairs(pairs_path(output_dir, profile, q, split), require_margin=True)
+                for split in ("train", "test")} for q in qualities}
+
+
+def held_out_prompts(pairs: dict, n: int, seed: int = 0) -> list[str]:
+    """`n` prompts no policy trained on: notebook 01's test prompts, topped up with unused offline openings."""
+    from .prompts import offline_prompts
+
+    train = {r["prompt"] for q in pairs.values() for r in q["train"]}
+    out = sorted({r["prompt"] for q in pairs.values() for r in q["test"]} - train)
+    extra = [p for p in offline_prompts(1000, seed) if p not in train and p not in out]
+    return (out + extra)[:n]
+
+
+def study_backbone(policy: str, trim_vocab: int | None, texts: list[str], log=print) -> str:
+    """The backbone every method starts from: `policy`, or its vocabulary-trimmed copy (cpu profile).
+
+    Trimming is skipped for the tiny smoke model (its vocabulary is already small).
+    """
+    if trim_vocab is None or policy == "tiny":
+        return policy
+    from .models import cache_dir
+    from .vocab import trim_vocabulary
+
+    model, tok, _ = load_causal_lm(policy, log=lambda *_: None)
+    return str(trim_vocabulary(model, tok, texts, cache_dir() / "trimmed", keep_first=trim_vocab, log=log))
+
+
+def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: list[str], scorer, backbone: str,
+                       out_dir, P, *, seed: int, loss_kwargs: dict | None = None) -> dict:
+    """Train one policy and measure it; the metrics are saved as JSON and reused on a re-run (resumable).
+
+    P: a profiles.PolicySettings. Every method gets the same data, order (seed), budget and evaluation.
+    """
+    key = fingerprint(method, loss_name, loss_kwargs, backbone, P, seed,
+                      [(r["prompt"], r["chosen"], r["rejected"], r.get("margin")) for r in rows], prompts,
+                      scorer.description)
+    path = Path(out_dir) / "runs" / f"{method}-s{seed}-{key}.json"
+    if path.exists():
+        return read_json(path)
+    model, tok, info = train_policy(loss_name, rows, backbone, Path(out_dir) / "adapters",
+                                    loss_kwargs={**(loss_kwargs or {}), "beta": P.beta}, epochs=P.epochs,
+                                    batch_size=P.batch_size, lr=P.lr, lora_r=P.lora_r, max_length=P.max_length,
+                                    seed=seed)
+    ev = evaluate_policy(model, tok, prompts, scorer, key={"policy": info["key"]},
+                         cache_dir=Path(out_dir) / "eval_cache", n_samples=P.eval_samples,
+                         max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed)
+    last = info["log"][-1] if info["log"] else {}
+    result = {"method": method, "loss": loss_name, "seed": seed, **ev,
+              "train_runtime_s": info.get("train_runtime_s"), "final_train_loss": last.get("loss"),
+              "train_log": info["log"]}
+    atomic_write_json(path, result)
+    return result
+
+
+def reference_metrics(backbone: str, prompts: list[str], scorer, out_dir, P, seed: int = 0) -> dict:
+    """The starting policy's reward on the held-out prompts (KL 0 by definition), sampled like the others."""
+    model, tok, _ = load_causal_lm(backbone, seed=seed, log=lambda *_: None)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    ev = evaluate_policy(model.eval(), tok, prompts, scorer, key={"policy": "reference", "backbone": backbone},
+                         cache_dir=Path(out_dir) / "eval_cache", n_samples=P.eval_samples,
+                         max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed)
+    ev["kl"] = 0.0
+    return ev
+
+
+def mean_spread(values) -> dict:
+    """Mean, sample standard deviation and standard error over seeds (n = 1: spread 0, said by n)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return {"mean": float("nan"), "sd": float("nan"), "se": float("nan"), "n": 0}
+    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return {"mean": float(v.mean()), "sd": sd, "se": sd / math.sqrt(v.size), "n": int(v.size)}
