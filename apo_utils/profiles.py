@@ -90,11 +90,11 @@ _SETTINGS = {
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),
                    data=DataSettings(policy="google/gemma-3-270m", prompt_source="auto", scorer="auto",
-                                     n_prompts=2000, n_samples=4, max_new_tokens=48, gen_batch_size=256,
+                                     n_prompts=1000, n_samples=4, max_new_tokens=48, gen_batch_size=256,
                                      rm_epochs=2.0, rm_batch_size=32, rm_lr=2e-4, rm_lora_r=16),
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=2.0, batch_size=32, lr=2e-4, lora_r=16,
                                          max_length=128, trim_vocab=None, n_eval_prompts=256, eval_samples=2,
-                                         eval_max_new_tokens=48, eval_batch_size=256, ablation=True)),
+                                         eval_max_new_tokens=48, eval_batch_size=256, ablation=False)),
 }
 
 
