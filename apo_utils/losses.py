@@ -18,6 +18,7 @@ float32 whatever the input dtype, so bf16/fp16 log-probs do not overflow inside 
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -224,7 +225,7 @@ def simpo_loss(
 def beta_dpo_loss(
     pc, pr, rc, rr, *, beta: float = 0.1, alpha: float = 0.6, gap_mean: float = 0.0, gap_std: float = 1.0,
     keep_ratio: float = 0.8, generator: torch.Generator | None = None, gathered_gaps: torch.Tensor | None = None,
-    **_,
+    offset: int = 0, **_,
 ) -> LossOutput:
     """beta-DPO (Wu et al. 2024, arXiv 2407.08639): a batch-level beta and a data filter.
 
@@ -232,7 +233,8 @@ def beta_dpo_loss(
     the batch, without replacement; beta_batch = beta0 (1 + alpha (mean kept gap - M0)), detached and
     clamped >= 1e-3. M0 and sigma0 are the running mean and std of gaps, kept by the caller (see
     `apo_utils.objective`); stats['gap_mean'/'gap_std'] carry this batch's values for that update.
-    `gathered_gaps` (all processes' gaps) makes beta global in multi-process training.
+    `gathered_gaps` (every process's gaps, in process order; this process's rows start at `offset`)
+    makes the filter and beta global in multi-process training, exactly as one process would see them.
     """
     beta0 = _positive(beta, "beta")
     alpha = _nonneg(alpha, "alpha")
@@ -251,8 +253,8 @@ def beta_dpo_loss(
     global_mask = torch.zeros_like(gaps)
     global_mask[keep] = 1.0
     beta_used = (beta0 * (1.0 + alpha * (gaps[keep].mean() - gap_mean))).clamp(min=1e-3).detach()
-    # In a single process the mask covers this batch; with gathered gaps the caller slices its own rows.
-    mask = global_mask if gathered_gaps is None else global_mask[: h.shape[0]]
+    # In a single process the mask covers this batch; with gathered gaps this process takes its own rows.
+    mask = global_mask if gathered_gaps is None else global_mask[offset : offset + h.shape[0]]
     z = beta_used * h
     losses = -F.logsigmoid(z) * mask
     grad = (-beta_used * torch.sigmoid(-z) * mask).detach()
@@ -342,7 +344,8 @@ def dynamic_target_margins(
 
 def gamma_dpo_loss(
     pc, pr, rc, rr, *, beta: float = 0.1, gamma_beta_ratio: float = 0.5, tau: float = 10.0,
-    context: torch.Tensor | None = None, steps: int = 20, gathered_gaps: torch.Tensor | None = None, **_,
+    context: torch.Tensor | None = None, steps: int = 20, gathered_gaps: torch.Tensor | None = None, offset: int = 0,
+    **_,
 ) -> LossOutput:
     """gamma-DPO: -log sigma(beta h - (gamma_i - gamma0)), gamma_i from `dynamic_target_margins`, detached.
 
@@ -352,7 +355,7 @@ def gamma_dpo_loss(
     h = _reference_margin(pc, pr, rc, rr)
     gaps = (beta * h).detach()
     gamma0 = ratio * beta
-    gamma = _gamma_for_batch(gaps, gathered_gaps, gamma0=gamma0, tau=tau, context=context, steps=steps)
+    gamma = _gamma_for_batch(gaps, gathered_gaps, offset, gamma0=gamma0, tau=tau, context=context, steps=steps)
     losses, grad = _sigmoid_ce(beta * h - (gamma - gamma0), beta)
     return LossOutput(losses, h.detach(), grad, stats={"gamma": gamma, "gaps": gaps})
 
@@ -360,22 +363,22 @@ def gamma_dpo_loss(
 def gamma_simpo_loss(
     pc, pr, rc=None, rr=None, *, beta: float = 2.0, gamma_beta_ratio: float = 0.5, tau: float = 10.0,
     chosen_lengths=None, rejected_lengths=None, context: torch.Tensor | None = None, steps: int = 20,
-    gathered_gaps: torch.Tensor | None = None, **_,
+    gathered_gaps: torch.Tensor | None = None, offset: int = 0, **_,
 ) -> LossOutput:
     """gamma-SimPO: SimPO's fixed margin gamma0 replaced by gamma_i: -log sigma(beta h_bar - gamma_i)."""
     beta, ratio = _positive(beta, "beta"), _nonneg(gamma_beta_ratio, "gamma_beta_ratio")
     h = _normalised_margin(pc, pr, chosen_lengths, rejected_lengths)
     gaps = (beta * h).detach()
-    gamma = _gamma_for_batch(gaps, gathered_gaps, gamma0=ratio * beta, tau=tau, context=context, steps=steps)
+    gamma = _gamma_for_batch(gaps, gathered_gaps, offset, gamma0=ratio * beta, tau=tau, context=context, steps=steps)
     losses, grad = _sigmoid_ce(beta * h - gamma, beta)
     return LossOutput(losses, h.detach(), grad, stats={"gamma": gamma, "gaps": gaps})
 
 
-def _gamma_for_batch(gaps, gathered_gaps, **kw) -> torch.Tensor:
+def _gamma_for_batch(gaps, gathered_gaps, offset, **kw) -> torch.Tensor:
     if gathered_gaps is None:
         return dynamic_target_margins(gaps, **kw)
-    # Multi-process: solve once over every process's gaps; this process's rows come first.
-    return dynamic_target_margins(gathered_gaps, **kw)[: gaps.numel()].to(gaps.device)
+    # Multi-process: solve once over every process's gaps (process order); take this process's rows.
+    return dynamic_target_margins(gathered_gaps, **kw)[offset : offset + gaps.numel()].to(gaps.device)
 
 
 # --------------------------------------------------------------------------- AMaPO
@@ -414,6 +417,33 @@ def amapo_loss(
         m = torch.zeros_like(hd)
     losses, grad = _sigmoid_ce(beta * h - m, beta, 1.0 - eps)
     return LossOutput(losses, hd, grad, stats={"margin": m, "batch_mean": mu, "batch_std": s})
+
+
+# --------------------------------------------------------------------------- multi-process
+
+
+# The losses whose value depends on the whole batch, and so on every process's rows.
+BATCH_LEVEL = {"beta_dpo", "gamma_dpo", "gamma_simpo", "amapo"}
+
+
+def batch_statistic(name: str, pc, pr, rc=None, rr=None, *, chosen_lengths=None, rejected_lengths=None,
+                    beta: float | None = None, length_norm: bool = True, **_) -> torch.Tensor | None:
+    """The per-pair number a batch-level loss pools over the batch (None for the others).
+
+    beta-DPO and gamma-DPO: the reward gap beta h; gamma-SimPO: beta h-bar; AMaPO: h (length-normalised
+    when `length_norm`). A multi-process trainer gathers it from every process and passes it back as
+    `gathered` so the batch statistics are those of the global batch.
+    """
+    if name not in BATCH_LEVEL:
+        return None
+    if name == "amapo":
+        if length_norm:
+            return _normalised_margin(pc, pr, chosen_lengths, rejected_lengths).detach()
+        return (pc - pr).detach()
+    b = inspect.signature(LOSSES[name]).parameters["beta"].default if beta is None else beta
+    if name == "gamma_simpo":
+        return (b * _normalised_margin(pc, pr, chosen_lengths, rejected_lengths)).detach()
+    return (b * _reference_margin(pc, pr, rc, rr)).detach()
 
 
 # --------------------------------------------------------------------------- MMPO

@@ -17,7 +17,7 @@ from . import losses as L
 # Inputs that come from the batch, not from the user's hyperparameters.
 _DATA_ARGS = {
     "pc", "pr", "rc", "rr", "margin", "chosen_lengths", "rejected_lengths", "context", "gap_mean", "gap_std",
-    "generator", "gathered_gaps", "gathered_h",
+    "generator", "gathered_gaps", "gathered_h", "offset",
 }
 
 
@@ -65,20 +65,23 @@ class Objective:
                 generator=torch.Generator().manual_seed(0), **self.hparams)
 
     def __call__(self, pc, pr, rc=None, rr=None, *, margin=None, chosen_lengths=None, rejected_lengths=None,
-                 gathered: torch.Tensor | None = None, update: bool = True) -> L.LossOutput:
-        """Compute the loss. `gathered` is the batch statistic of every process in multi-process runs, this
-        process's rows first: the gaps (beta h) for beta-DPO/gamma-PO, h for AMaPO. `update=False` leaves
-        the running state alone (evaluation)."""
+                 gathered: torch.Tensor | None = None, offset: int = 0, update: bool = True) -> L.LossOutput:
+        """Compute the loss. In multi-process runs `gathered` is `losses.batch_statistic` of every process's
+        rows in process order, this process's rows starting at `offset`; every process then computes the
+        same global statistics (and draws the same random numbers) as one process would on the global
+        batch. `update=False` leaves the running state alone (evaluation)."""
         kw = dict(self.hparams, margin=margin, chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)
         if self.name == "beta_dpo":
-            kw.update(gap_mean=self.gap_mean, gap_std=self.gap_std, generator=self.generator, gathered_gaps=gathered)
+            kw.update(gap_mean=self.gap_mean, gap_std=self.gap_std, generator=self.generator, gathered_gaps=gathered,
+                      offset=offset)
         elif self.name in ("gamma_dpo", "gamma_simpo"):
-            kw.update(context=self._sample_context(pc), gathered_gaps=gathered)
+            kw.update(context=self._sample_context(pc if gathered is None else gathered), gathered_gaps=gathered,
+                      offset=offset)
         elif self.name == "amapo":
             kw.update(gathered_h=gathered)
         out = self.fn(pc, pr, rc, rr, **kw)
         if update:
-            self._update(out)
+            self._update(out, gathered)
         return out
 
     def _sample_context(self, pc) -> torch.Tensor | None:
@@ -90,7 +93,7 @@ class Objective:
         q = torch.tensor(list(self.queue))
         return q[idx].to(pc.device)
 
-    def _update(self, out: L.LossOutput):
+    def _update(self, out: L.LossOutput, gathered: torch.Tensor | None = None):
         if self.name == "beta_dpo":
             m = self.momentum
             self.gap_mean = m * self.gap_mean + (1 - m) * float(out.stats["gap_mean"])
@@ -98,7 +101,8 @@ class Objective:
             if std > 0:
                 self.gap_std = m * self.gap_std + (1 - m) * std
         elif self.name in ("gamma_dpo", "gamma_simpo"):
-            self.queue.extend(out.stats["gaps"].float().cpu().tolist())
+            gaps = out.stats["gaps"] if gathered is None else gathered  # every process keeps the global queue
+            self.queue.extend(gaps.float().cpu().tolist())
 
     def state_dict(self) -> dict:
         """Plain numbers only, so it can be saved as JSON next to a checkpoint."""

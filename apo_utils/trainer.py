@@ -55,7 +55,13 @@ class ApoTrainer(DPOTrainer):
     The loss's beta defaults to `args.beta`. Logged next to TRL's metrics: `apo/ranking_accuracy`
     (share of pairs with h > 0), `apo/grad_weight` (mean |dloss/dh|) and each method's diagnostics
     (`apo/weight`, `apo/gamma`, `apo/margin`, `apo/beta_used`, `apo/target`, ...).
+
+    Several processes (`accelerate launch`, `torchrun`): the batch-level losses (beta-DPO, gamma-PO, AMaPO)
+    gather their per-pair statistic from every process, so beta-DPO's filter and beta, gamma-PO's margins
+    and AMaPO's Z-normalisation are those of the global batch, as in one process.
     """
+
+    gather_batch_statistics = True  # False only to show what per-process statistics would do (tests)
 
     def __init__(self, *args, loss_name: str | None = "dpo", loss_kwargs: dict | None = None, **kwargs):
         given = inspect.signature(DPOTrainer.__init__).bind_partial(None, *args, **kwargs).arguments
@@ -122,12 +128,35 @@ class ApoTrainer(DPOTrainer):
                 rc, rr = self.compute_ref_log_probs(ref, inputs)
         if obj.needs_margin and margin is None:
             raise ValueError(f"loss {obj.name!r} needs a 'margin' column, but the batch has none")
-        out = obj(pc, pr, rc, rr, margin=margin, chosen_lengths=lc, rejected_lengths=lr, update=(mode == "train"))
+        gathered, offset = None, 0
+        if self.gather_batch_statistics and self.accelerator.num_processes > 1 and obj.name in L.BATCH_LEVEL:
+            stat = L.batch_statistic(obj.name, pc, pr, rc, rr, chosen_lengths=lc, rejected_lengths=lr, **obj.hparams)
+            gathered, offset = self._gather_rows(stat)
+        out = obj(pc, pr, rc, rr, margin=margin, chosen_lengths=lc, rejected_lengths=lr, gathered=gathered,
+                  offset=offset, update=(mode == "train"))
         loss = out.loss
+        if gathered is not None and out.mask is not None:
+            # DDP averages the processes' losses; normalise by the global count of kept pairs so that
+            # average equals one process's masked mean over the global batch.
+            kept = self.accelerator.gather(out.mask.sum().reshape(1)).sum().clamp_min(1.0)
+            loss = (out.losses * out.mask).sum() * self.accelerator.num_processes / kept
         self._log_apo_metrics(mode, out, pc, pr, rc, rr)
         if return_outputs:
             return loss, {"h": out.h, "grad_weight": out.grad_weight}
         return loss
+
+    def _gather_rows(self, stat: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Every process's rows of `stat` in process order, and where this process's rows start.
+
+        Batches may differ in size across processes (the last one), so rows are padded to the longest,
+        gathered, and the padding dropped again.
+        """
+        acc = self.accelerator
+        sizes = acc.gather(torch.tensor([stat.shape[0]], device=stat.device)).tolist()
+        padded = acc.pad_across_processes(stat.float().contiguous(), dim=0)
+        rows = acc.gather(padded).reshape(len(sizes), -1)
+        gathered = torch.cat([rows[i, :n] for i, n in enumerate(sizes)])
+        return gathered, int(sum(sizes[: acc.process_index]))
 
     def _log_apo_metrics(self, mode, out: L.LossOutput, pc, pr, rc, rr):
         gather = self.accelerator.gather_for_metrics

@@ -20,6 +20,7 @@ can only produce kept tokens. `kept_mass` measures how much probability the full
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -90,6 +91,8 @@ def _rewrite_tokenizer(tj: dict, old_to_new: dict[int, int]) -> dict:
 def trim_vocabulary(model, tokenizer, texts: list[str], out_dir, *, keep_first: int = 8192, log=print) -> Path:
     """Write a trimmed copy of (model, tokenizer) to a folder named by what it keeps; reuse it if present.
 
+    `model` itself is left as it was (the copy is trimmed).
+
     The folder is written in a temporary sibling and renamed into place, so an interrupted trim leaves
     nothing half-written. Returns the folder, loadable with `from_pretrained` (safetensors only).
     """
@@ -128,6 +131,7 @@ def trim_vocabulary(model, tokenizer, texts: list[str], out_dir, *, keep_first: 
             if a != b:
                 raise RuntimeError(f"trimmed tokenizer splits {t[:60]!r} differently: {a[:12]} vs {b[:12]}")
         idx = torch.tensor(kept)
+        model = copy.deepcopy(model)
         emb = model.get_input_embeddings()  # Gemma scales it in a subclass of nn.Embedding: swap the table only
         emb.weight = torch.nn.Parameter(emb.weight.data[idx].clone())
         emb.num_embeddings = len(kept)

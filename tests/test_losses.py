@@ -95,6 +95,40 @@ def test_madpo_weight_and_loss(batch):
     assert w[3] < 1 and w[4] < 1 and w[5] == 1.0
 
 
+def test_madpo_ablation_modes(batch):
+    """The paper's ablation: amplification only keeps max(w, 1), dampening only min(w, 1)."""
+    d = torch.tensor([0.5, 1.0, 3.0, 30.0, -0.5, -7.5])
+    w = L.madpo_weight(d)
+    assert torch.equal(L.madpo_weight(d, mode="amplify"), torch.clamp(w, min=1.0))
+    assert torch.equal(L.madpo_weight(d, mode="dampen"), torch.clamp(w, max=1.0))
+    b = batch
+    amp = L.madpo_loss(b["pc"], b["pr"], b["rc"], b["rr"], margin=b["margin"], mode="amplify")
+    full = L.madpo_loss(b["pc"], b["pr"], b["rc"], b["rr"], margin=b["margin"])
+    assert (amp.stats["weight"] >= 1).all() and (amp.losses >= full.losses - 1e-7).all()
+    with pytest.raises(ValueError, match="mode"):
+        L.madpo_weight(d, mode="both-ish")
+
+
+def test_batch_statistic_is_what_each_loss_pools(batch):
+    """What the trainer gathers across processes equals the statistic the loss itself computes."""
+    b = batch
+    g = L.gamma_dpo_loss(b["pc"], b["pr"], b["rc"], b["rr"], beta=0.1)
+    assert torch.allclose(L.batch_statistic("gamma_dpo", b["pc"], b["pr"], b["rc"], b["rr"], beta=0.1), g.stats["gaps"])
+    a = L.amapo_loss(b["pc"], b["pr"], chosen_lengths=b["lc"], rejected_lengths=b["lr"])
+    s = L.batch_statistic("amapo", b["pc"], b["pr"], chosen_lengths=b["lc"], rejected_lengths=b["lr"])
+    assert torch.allclose(s.mean(), a.stats["batch_mean"]) and torch.allclose(s, a.h)
+    bd = L.beta_dpo_loss(b["pc"], b["pr"], b["rc"], b["rr"], beta=0.1, generator=torch.Generator().manual_seed(0))
+    sb = L.batch_statistic("beta_dpo", b["pc"], b["pr"], b["rc"], b["rr"], beta=0.1)
+    assert torch.allclose(sb.mean(), bd.stats["gap_mean"])
+    assert L.batch_statistic("dpo", b["pc"], b["pr"], b["rc"], b["rr"]) is None
+    # gathered statistics with this process's rows at an offset: the same answer as the whole batch at once
+    whole = L.beta_dpo_loss(b["pc"], b["pr"], b["rc"], b["rr"], generator=torch.Generator().manual_seed(1))
+    k = N // 2
+    part = L.beta_dpo_loss(b["pc"][k:], b["pr"][k:], b["rc"][k:], b["rr"][k:], gathered_gaps=sb, offset=k,
+                           generator=torch.Generator().manual_seed(1))
+    assert torch.equal(part.mask, whole.mask[k:]) and torch.allclose(part.losses, whole.losses[k:])
+
+
 def test_beta_dpo(batch):
     b = batch
     g = torch.Generator().manual_seed(3)

@@ -54,3 +54,17 @@ def test_margin_zoo_on_smoke_writes_its_record_and_figures(tmp_path):
     assert all(0.5 < v["ranking_accuracy"]["mean"] <= 1.0 for v in bandit.values())
     metrics = json.loads((tmp_path / "00_margin_zoo" / "smoke" / "metrics.json").read_text())
     assert metrics["dpo"]["kl"]["mean"] > 0
+
+
+def test_git_commit_from_environment_only_without_git(tmp_path, monkeypatch):
+    """A tree copied without .git (a GPU machine) takes the commit from $APO_GIT_COMMIT, and says so."""
+    from apo_utils.records import git_commit
+
+    monkeypatch.delenv("APO_GIT_COMMIT", raising=False)
+    assert git_commit(tmp_path)["commit"] is None
+    monkeypatch.setenv("APO_GIT_COMMIT", "a" * 40)
+    monkeypatch.setenv("APO_GIT_DIRTY", "0")
+    got = git_commit(tmp_path)
+    assert got["commit"] == "a" * 40 and got["dirty"] is False and "environment" in got["from"]
+    # a real checkout ignores the variable
+    assert git_commit()["commit"] != "a" * 40
