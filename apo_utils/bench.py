@@ -44,13 +44,13 @@ def synthetic_pairs(n: int, words: int, seed: int = 0) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def _trainer(name, model_name, ds, batch_size, seed, lora_r):
+def _trainer(name, model_name, ds, batch_size, seed, lora_r, precompute=True):
     from peft import LoraConfig
 
     model, tok, _ = load_causal_lm(model_name, seed=seed, log=lambda *_: None)
     cuda = torch.cuda.is_available()
     args = DPOConfig(output_dir="/tmp/apo-bench", per_device_train_batch_size=batch_size, report_to="none",
-                     bf16=cuda, use_cpu=not cuda, seed=seed, data_seed=seed, precompute_ref_log_probs=True,
+                     bf16=cuda, use_cpu=not cuda, seed=seed, data_seed=seed, precompute_ref_log_probs=precompute,
                      disable_tqdm=True, save_strategy="no", max_length=256, dataloader_num_workers=0, beta=0.1)
     peft = (LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r, target_modules=["q_proj", "k_proj",
                                                                                                "v_proj", "o_proj"])
@@ -117,13 +117,90 @@ def run(model_name: str = "tiny", batch_size: int = 8, words: int = 24, rounds: 
     }
 
 
+def _step_times(tr, batch, rounds) -> list[float]:
+    out = []
+    for r in range(rounds + 1):  # round 0 warms up
+        tr.model.train()
+        t = time.perf_counter()
+        tr.training_step(tr.model, dict(batch))
+        if r:
+            out.append(time.perf_counter() - t)
+        tr.model.zero_grad(set_to_none=True)
+    return out
+
+
+def _gen_tps(model, tok, batch_size, gen_tokens, seed) -> float:
+    enc = tok(offline_prompts(batch_size, seed), return_tensors="pt", padding=True).to(model.device)
+    model.eval()
+    t = time.perf_counter()
+    with torch.no_grad():
+        model.generate(**enc, max_new_tokens=gen_tokens, min_new_tokens=gen_tokens, do_sample=True,
+                       pad_token_id=tok.pad_token_id)
+    return batch_size * gen_tokens / (time.perf_counter() - t)
+
+
+def levers(model_name: str = "gemma-offline", batch_size: int = 8, words: int = 24, rounds: int = 3, seed: int = 0,
+           keep_first: int = 8192, log=print) -> dict:
+    """Each cost lever of the `cpu` profile alone, on the same batch: step time, generation speed, effect.
+
+    Configurations (the DPO loss throughout): full fine-tuning with the reference computed on the fly;
+    LoRA r16 with the reference on the fly; LoRA + reference log-probs precomputed once; that plus the
+    vocabulary trimmed to the batch's tokens and the `keep_first` commonest pieces.
+    """
+    from .models import cache_dir, load_causal_lm
+    from .vocab import kept_mass, trim_vocabulary
+
+    git = git_commit()
+    ds = synthetic_pairs(max(16, 4 * batch_size), words, seed)
+    base, tok, _ = load_causal_lm(model_name, seed=seed, log=lambda *_: None)
+    texts = [r["prompt"] + r[k] for r in ds for k in ("chosen", "rejected")] + offline_prompts(200, seed)
+    trimmed = str(trim_vocabulary(base, tok, texts, cache_dir() / "trimmed", keep_first=keep_first, log=log))
+    small_tok = load_causal_lm(trimmed, log=lambda *_: None)[1]
+    kept = small_tok.convert_ids_to_tokens(list(range(len(small_tok))))
+    torch.manual_seed(seed)
+    mass = kept_mass(base, tok, kept, offline_prompts(16, seed + 1), max_new_tokens=16)
+    configs = {
+        "full fine-tuning, reference on the fly": dict(model=model_name, lora_r=0, precompute=False),
+        "LoRA r16, reference on the fly": dict(model=model_name, lora_r=16, precompute=False),
+        "LoRA r16, reference precomputed": dict(model=model_name, lora_r=16, precompute=True),
+        "LoRA r16, reference precomputed, vocabulary trimmed": dict(model=trimmed, lora_r=16, precompute=True),
+    }
+    out = {}
+    for label, c in configs.items():
+        tr, t, batch = _trainer("dpo", c["model"], ds, batch_size, seed, c["lora_r"], precompute=c["precompute"])
+        times = _step_times(tr, batch, rounds)
+        out[label] = {"median_step_s": statistics.median(times), "steps_s": times,
+                      "generation_tokens_per_s": _gen_tps(tr.model, t, batch_size, 32, seed),
+                      "trainable_parameters_M": round(sum(p.numel() for p in tr.model.parameters()
+                                                          if p.requires_grad) / 1e6, 2)}
+        log(f"{label:55s} {out[label]['median_step_s']:.2f} s/step  "
+            f"{out[label]['generation_tokens_per_s']:.0f} generated tokens/s")
+        del tr
+    first = out[next(iter(out))]["median_step_s"]
+    for v in out.values():
+        v["speedup_vs_first"] = first / v["median_step_s"]
+    return {"model": model_name, "device": device_description(), "git": git, "packages": package_versions(),
+            "batch_pairs": batch_size, "rounds": rounds, "configs": out,
+            "vocabulary": {"kept_tokens": len(kept), "keep_first": keep_first,
+                           "full_model_probability_on_kept_tokens": mass,
+                           "note": "trimming leaves the batch's log-probabilities unchanged up to renormalisation "
+                                   "over the kept tokens (tests/test_vocab.py); sampling can only produce kept tokens"}}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--lora-r", type=int, default=None, help="default: 0 for tiny, 16 otherwise")
+    p.add_argument("--levers", action="store_true", help="measure the cpu profile's cost levers one by one instead")
     a = p.parse_args(argv)
+    if a.levers:
+        res = levers(a.model, a.batch_size, rounds=a.rounds)
+        slug = re.sub(r"[^a-z0-9]+", "-", res["device"].lower()).strip("-")
+        path = atomic_write_json(repo_root() / "benchmarks" / "results" / f"{slug}_{a.model}_levers.json", res)
+        print(f"-> {path}")
+        return
     lora = a.lora_r if a.lora_r is not None else (0 if a.model == "tiny" else 16)
     res = run(a.model, a.batch_size, rounds=a.rounds, lora_r=lora)
     slug = re.sub(r"[^a-z0-9]+", "-", res["device"].lower()).strip("-")

@@ -2,18 +2,25 @@
 
 Each notebook is executed with the same `profile`, `seed` and `output_dir` parameters; the executed
 copy lands in `<output-dir>/executed/`. The run stops at the first notebook that fails and says which
-one, which cell and why.
+one, which cell and why. It resumes: a notebook that already finished with the same profile, seed and
+notebook content is skipped (`--force` re-runs it), and inside a notebook the expensive steps are cached.
+The summary notebook (`06_summary`) always runs last, so the table reflects every record.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import profiles
-from .storage import repo_root
+from .storage import atomic_write_json, read_json, repo_root
+
+ALWAYS = ("06_summary",)  # cheap, and must see the records the other notebooks just wrote
 
 
 def notebooks(folder: Path | None = None) -> list[Path]:
@@ -21,8 +28,12 @@ def notebooks(folder: Path | None = None) -> list[Path]:
     return sorted(Path(folder or repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
+def _finished_key(nb: Path, profile: str, seed: int) -> dict:
+    return {"notebook_sha256": hashlib.sha256(nb.read_bytes()).hexdigest(), "profile": profile, "seed": seed}
+
+
 def run(profile: str = "auto", seed: int = 0, output_dir: str | Path = "outputs", only: list[str] | None = None,
-        kernel: str = "python3", log=print, notebooks_dir: Path | None = None) -> list[Path]:
+        kernel: str = "python3", log=print, notebooks_dir: Path | None = None, force: bool = False) -> list[Path]:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -40,6 +51,13 @@ def run(profile: str = "auto", seed: int = 0, output_dir: str | Path = "outputs"
     for i, nb in enumerate(todo, 1):
         target = out / "executed" / profile / nb.name
         target.parent.mkdir(parents=True, exist_ok=True)
+        marker = target.with_suffix(".finished.json")
+        key = _finished_key(nb, profile, seed)
+        if not force and nb.stem not in ALWAYS and marker.exists() and read_json(marker).get("key") == key:
+            log(f"[{i}/{len(todo)}] {nb.stem}: finished before ({read_json(marker)['finished']}), skipped; "
+                "--force re-runs it")
+            done.append(target)
+            continue
         log(f"[{i}/{len(todo)}] {nb.stem} (profile={profile}) ...")
         t = time.perf_counter()
         try:
@@ -53,7 +71,10 @@ def run(profile: str = "auto", seed: int = 0, output_dir: str | Path = "outputs"
                 f"The executed copy with the traceback is {target}.\n"
                 f"Notebooks after it were not run."
             ) from None
-        log(f"    done in {time.perf_counter() - t:.0f} s -> {target.relative_to(root) if target.is_relative_to(root) else target}")
+        took = time.perf_counter() - t
+        atomic_write_json(marker, {"key": key, "seconds": round(took, 1),
+                                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        log(f"    done in {took:.0f} s -> {target.relative_to(root) if target.is_relative_to(root) else target}")
         done.append(target)
     return done
 
@@ -65,12 +86,13 @@ def main(argv=None):
     p.add_argument("--output-dir", default="outputs", help="where executed notebooks and caches go")
     p.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these (e.g. 00 01)")
     p.add_argument("--kernel", default="python3")
+    p.add_argument("--force", action="store_true", help="re-run notebooks that already finished")
     a = p.parse_args(argv)
     try:
         profile = profiles.resolve(a.profile)
     except ValueError as e:
         p.error(str(e))
-    run(profile, a.seed, a.output_dir, a.only, a.kernel)
+    run(profile, a.seed, a.output_dir, a.only, a.kernel, force=a.force)
     print("all notebooks ran.")
 
 

@@ -68,3 +68,24 @@ def test_git_commit_from_environment_only_without_git(tmp_path, monkeypatch):
     assert got["commit"] == "a" * 40 and got["dirty"] is False and "environment" in got["from"]
     # a real checkout ignores the variable
     assert git_commit()["commit"] != "a" * 40
+
+
+def test_a_finished_notebook_is_skipped_unless_forced_or_changed(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    marker = tmp_path / "ran.txt"
+    _nb(nbs / "00_ok.ipynb", f"open({str(marker)!r}, 'a').write('00\\n')")
+    _nb(nbs / "06_summary.ipynb", f"open({str(marker)!r}, 'a').write('06\\n')")
+    out = tmp_path / "out"
+    lines = []
+    reproduce.run("smoke", output_dir=out, notebooks_dir=nbs, log=lambda *a: None)
+    reproduce.run("smoke", output_dir=out, notebooks_dir=nbs, log=lines.append)
+    assert marker.read_text() == "00\n06\n06\n"  # 00 skipped the second time; the summary always runs
+    assert any("skipped" in line for line in lines)
+    reproduce.run("smoke", output_dir=out, notebooks_dir=nbs, log=lambda *a: None, force=True)
+    assert marker.read_text().count("00") == 2
+    reproduce.run("smoke", seed=1, output_dir=out, notebooks_dir=nbs, log=lambda *a: None)  # another seed
+    assert marker.read_text().count("00") == 3
+    _nb(nbs / "00_ok.ipynb", f"open({str(marker)!r}, 'a').write('00 edited\\n')")  # the notebook changed
+    reproduce.run("smoke", seed=1, output_dir=out, notebooks_dir=nbs, log=lambda *a: None)
+    assert marker.read_text().endswith("00 edited\n06\n")

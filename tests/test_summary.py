@@ -1,0 +1,63 @@
+"""The results table comes from the run records, the README shows exactly that, and stale figures are flagged."""
+
+import json
+import subprocess
+
+import pytest
+
+from apo_utils import summary
+from apo_utils.storage import repo_root
+
+ROOT = repo_root()
+
+
+def _tracked(pattern: str) -> list[str]:
+    out = subprocess.run(["git", "ls-files", pattern], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_readme_results_section_is_what_the_records_give():
+    readme = (ROOT / "README.md").read_text()
+    assert summary.README_START in readme, "README.md lost its results section markers"
+    assert summary.readme_section() in readme, (
+        "README.md's results table differs from the committed run records: run "
+        "`python -m apo_utils.summary --write-readme` and commit README.md")
+
+
+def test_every_committed_figure_comes_with_the_record_that_lists_it():
+    for png in _tracked("figures/*.png"):
+        folder = ROOT / png.rsplit("/", 1)[0]
+        record = folder / "run_record.json"
+        assert record.exists(), f"{png} has no run_record.json beside it"
+        assert png in json.loads(record.read_text())["figures"], f"{png} is not listed in {record}"
+
+
+def test_stale_records_are_exactly_those_listed():
+    """Stale: a file the study depends on changed after the record's commit, or the record says dirty.
+
+    figures/stale.json must list every stale committed record (with the reason), and nothing else, so a
+    figure made by older code can neither hide nor stay listed after it is regenerated.
+    """
+    state = summary.staleness()
+    if any(v["changed"] is None for v in state.values()):
+        pytest.skip("git history of the records' commits is not available (shallow clone)")
+    stale_now = {k for k, v in state.items() if v["changed"] or v["dirty"]}
+    listed = summary.known_stale()
+    assert all(isinstance(v, str) and v.strip() for v in listed.values()), "each stale entry needs a reason"
+    missing = {k: state[k]["changed"] for k in stale_now - set(listed)}
+    assert not missing, f"stale records not in figures/stale.json (regenerate them or list why): {missing}"
+    assert not set(listed) - stale_now, f"listed as stale but current: {sorted(set(listed) - stale_now)}"
+
+
+def test_markdown_table_from_records(tmp_path):
+    rec = {"study": "02_madpo_imdb", "profile": "cpu", "device": "cpu: test", "seeds": [0, 1],
+           "git": {"commit": "abcdef0123", "dirty": False}, "figures": [],
+           "metrics": {"table": {"high/madpo": {"reward": {"mean": 0.5, "sd": 0.1, "se": 0.07, "n": 2}},
+                                 "high/dpo": {"reward": {"mean": 0.4, "sd": 0.2, "se": 0.14, "n": 2}}}}}
+    (tmp_path / "figures" / "02_madpo_imdb" / "cpu").mkdir(parents=True)
+    (tmp_path / "figures" / "02_madpo_imdb" / "cpu" / "run_record.json").write_text(json.dumps(rec))
+    rows = summary.collect(tmp_path)
+    assert {(r["method"], r["mean"], r["sd"], r["n"]) for r in rows} == {("madpo", 0.5, 0.1, 2), ("dpo", 0.4, 0.2, 2)}
+    md = summary.markdown(rows, {"figures/02_madpo_imdb/cpu/run_record.json": "test"})
+    assert "| 02_madpo_imdb | true reward of samples | high quality | madpo | 0.500 ± 0.100 (2) † |" in md
+    assert "abcdef0" in md and "stale" in md
