@@ -162,8 +162,8 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
                       [(r["prompt"], r["chosen"], r["rejected"], r.get("margin")) for r in rows], prompts,
                       scorer.description)
     path = Path(out_dir) / "runs" / f"{method}-s{seed}-{key}.json"
-    if path.exists():
-        return read_json(path)
+    if path.exists():  # finished before: the record says so, so a cached re-run's time is not mistaken for a run's
+        return {**read_json(path), "reused": True}
     model, tok, info = train_policy(loss_name, rows, backbone, Path(out_dir) / "adapters",
                                     loss_kwargs={**(loss_kwargs or {}), "beta": P.beta}, epochs=P.epochs,
                                     batch_size=P.batch_size, lr=P.lr, lora_r=P.lora_r, max_length=P.max_length,
@@ -176,7 +176,7 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
               "train_runtime_s": info.get("train_runtime_s"), "final_train_loss": last.get("loss"),
               "train_log": info["log"]}
     atomic_write_json(path, result)
-    return result
+    return {**result, "reused": False}
 
 
 def reference_metrics(backbone: str, prompts: list[str], scorer, out_dir, P, seed: int = 0) -> dict:
