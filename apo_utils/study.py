@@ -9,6 +9,7 @@ scores them with the ground truth, and estimates KL(pi || ref) from the same sam
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,12 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *, loss_kwargs: dict | None = None,
                  epochs: float = 1.0, batch_size: int = 8, lr: float = 5e-4, lora_r: int = 16, max_length: int = 128,
-                 seed: int = 0, progress: bool = False, log=print):
-    """(model with trained adapters, tokenizer, info). Same seed -> same data order for every method."""
+                 seed: int = 0, progress: bool = False, log=print, save_steps: int = 10, callbacks=None):
+    """(model with trained adapters, tokenizer, info). Same seed -> same data order for every method.
+
+    Checkpoints (adapters, optimizer, scheduler, RNG) are written every `save_steps` steps; a run killed
+    mid-training resumes from the last complete one and ends with the same adapters as an unbroken run.
+    """
     from peft import LoraConfig, PeftModel
 
     loss_kwargs = dict(loss_kwargs or {})
@@ -49,7 +54,8 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
     cuda = torch.cuda.is_available()
     args = DPOConfig(
         output_dir=str(folder / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-        learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=1, save_strategy="no",
+        learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=1, save_strategy="steps",
+        save_steps=save_steps, save_total_limit=2,
         report_to="none", bf16=cuda, use_cpu=not cuda, seed=seed, data_seed=seed, beta=beta,
         max_length=max_length, precompute_ref_log_probs=True, disable_tqdm=not progress,
         dataloader_num_workers=0,
@@ -58,8 +64,11 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
     peft_config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
                              target_modules=LORA_TARGETS)
     trainer = ApoTrainer(model=base, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
-                         loss_name=method, loss_kwargs={**loss_kwargs, "beta": beta})
-    trainer.train()
+                         loss_name=method, loss_kwargs={**loss_kwargs, "beta": beta}, callbacks=callbacks)
+    resume = _last_complete_checkpoint(folder / "trainer")
+    if resume:
+        log(f"resuming {method} from {resume.name}")
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     model = trainer.model
     model.save_pretrained(folder / "adapter")
     info = {"method": method, "loss_kwargs": {**loss_kwargs, "beta": beta}, "key": key, "backbone": prov,
@@ -67,8 +76,15 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
             "train_runtime_s": trainer.state.log_history[-1].get("train_runtime")}
     atomic_write_json(folder / "info.json", info)
     atomic_write_bytes(folder / "DONE", b"ok\n")
+    shutil.rmtree(folder / "trainer", ignore_errors=True)  # checkpoints are only for resuming
     info["reused"] = False
     return model.eval(), tok, info
+
+
+def _last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint-N whose trainer state was written (the Trainer writes it last)."""
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
 @torch.no_grad()

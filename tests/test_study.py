@@ -1,6 +1,8 @@
 """train_policy / evaluate_policy on the smoke model: trains LoRA adapters, reuses them, measures reward and KL."""
 
 import numpy as np
+import pytest
+import torch
 
 from apo_utils import models
 from apo_utils.data import make_pairs
@@ -42,3 +44,32 @@ def test_train_evaluate_and_reuse(tmp_path):
     with again.disable_adapter():
         ref = completion_logprobs(again, tok, prompts[:4], ys)
     assert not np.allclose(ref, completion_logprobs(again, tok, prompts[:4], ys))
+
+
+def test_training_killed_midway_resumes_to_the_same_adapters(tmp_path):
+    """A kill after step 5 (checkpoint at step 4) resumes there and ends exactly where an unbroken run ends."""
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 5:
+                raise KeyboardInterrupt("simulated kill")
+
+    rows = _pairs()
+    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, save_steps=2)
+    ref, _, info_ref = train_policy("dpo", rows, "tiny", tmp_path / "unbroken", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train_policy("dpo", rows, "tiny", tmp_path / "killed", callbacks=[Kill()], **kw)
+    run_dirs = list((tmp_path / "killed").glob("dpo-*"))
+    assert len(run_dirs) == 1 and not (run_dirs[0] / "DONE").exists()
+    assert (run_dirs[0] / "trainer" / "checkpoint-4" / "trainer_state.json").exists()
+    said = []
+    resumed, _, info = train_policy("dpo", rows, "tiny", tmp_path / "killed", **{**kw, "log": said.append})
+    assert not info["reused"] and said == ["resuming dpo from checkpoint-4"]
+    # one log entry per step, as in the unbroken run (steps 1-4 from the checkpoint, 5 on from the resumed run)
+    assert [h["step"] for h in info["log"]] == [h["step"] for h in info_ref["log"]]
+    np.testing.assert_allclose([h["loss"] for h in info["log"]], [h["loss"] for h in info_ref["log"]], rtol=1e-5)
+    a = {k: v for k, v in ref.state_dict().items() if "lora" in k}
+    b = {k: v for k, v in resumed.state_dict().items() if "lora" in k}
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert not (run_dirs[0] / "trainer").exists()  # checkpoints removed once the adapters are saved
