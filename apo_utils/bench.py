@@ -97,13 +97,7 @@ def run(model_name: str = "tiny", batch_size: int = 8, words: int = 24, rounds: 
     results = {n: {"median_s": statistics.median(v), "min_s": min(v), "ratio_to_trl_sigmoid": statistics.median(v) / base,
                    "train_tokens_per_s": tokens / statistics.median(v)} for n, v in times.items()}
     tr, tok, _ = trainers["dpo"]
-    model = tr.model.eval()
-    enc = tok(offline_prompts(batch_size, seed), return_tensors="pt", padding=True).to(model.device)
-    t = time.perf_counter()
-    with torch.no_grad():
-        model.generate(**enc, max_new_tokens=gen_tokens, min_new_tokens=gen_tokens, do_sample=True,
-                       pad_token_id=tok.pad_token_id)
-    gen_tps = batch_size * gen_tokens / (time.perf_counter() - t)
+    gen_tps = _gen_tps(tr.model, tok, batch_size, gen_tokens, seed)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {
