@@ -62,12 +62,28 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class StudySettings:
+    """What notebooks 03-05 vary and measure beyond the shared policy budget (PolicySettings)."""
+
+    noise_quality: str = "low"  # notebook 03 flips labels of this tier (its labels agree with the truth most)
+    noise_rates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)
+    noise_eval_prompts: int = 16  # held-out prompts sampled per policy in notebook 03 (it trains 60 policies)
+    ranking_quality: str = "high"  # notebook 04 trains on this tier (subtle margins, many misranked pairs)
+    ranking_epochs: float = 2.0  # notebook 04: passes over the data, so that over-fitting has time to show
+    ranking_eval_prompts: int = 32  # held-out prompts sampled per policy in notebook 04
+    track_every: int = 4  # optimizer steps between measurements during training (notebook 04)
+    track_train_pairs: int = 48  # training pairs measured during training (notebook 04)
+    bt_scales: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)  # MMPO's gamma_bt values tried on the reward model (05)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     bandit: BanditSettings = field(default_factory=BanditSettings)
     data: DataSettings = field(default_factory=DataSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    study: StudySettings = field(default_factory=StudySettings)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -85,7 +101,8 @@ _SETTINGS = {
                                      rm_batch_size=16, rm_lr=2e-4, rm_lora_r=16),
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=1.0, batch_size=8, lr=5e-4, lora_r=16,
                                          max_length=96, trim_vocab=8192, n_eval_prompts=64, eval_samples=2,
-                                         eval_max_new_tokens=32, eval_batch_size=32, ablation=False)),
+                                         eval_max_new_tokens=32, eval_batch_size=32, ablation=False),
+                   study=StudySettings(track_every=6)),
     "gpu": Profile("gpu", "paper scale on one GPU",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),

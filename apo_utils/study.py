@@ -8,18 +8,22 @@ scores them with the ground truth, and estimates KL(pi || ref) from the same sam
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import Dataset
+from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig
 
 from .cache import cached_map, fingerprint
 from .generation import generate
 from .models import load_causal_lm
+from .ranking import completion_stats, pair_logps
 from .storage import atomic_write_bytes, atomic_write_json, read_json
 from .trainer import ApoTrainer
 
@@ -28,11 +32,16 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *, loss_kwargs: dict | None = None,
                  epochs: float = 1.0, batch_size: int = 8, lr: float = 5e-4, lora_r: int = 16, max_length: int = 128,
-                 seed: int = 0, progress: bool = False, log=print, save_steps: int = 10, callbacks=None):
+                 seed: int = 0, progress: bool = False, log=print, save_steps: int = 10, callbacks=None,
+                 track=None, track_every: int | None = None, log_pairs: bool = False):
     """(model with trained adapters, tokenizer, info). Same seed -> same data order for every method.
 
     Checkpoints (adapters, optimizer, scheduler, RNG) are written every `save_steps` steps; a run killed
     mid-training resumes from the last complete one and ends with the same adapters as an unbroken run.
+    `track(model, tok) -> dict` (JSON values) is called before the first step, every `track_every` steps
+    and after the last; its results land in info['track'] as [{'step': s, **result}, ...].
+    log_pairs: rows need a `pair_id`; info['pair_log'] then holds what the loss did to each pair at each
+    step (see `ApoTrainer.pair_log`).
     """
     from peft import LoraConfig, PeftModel
 
@@ -48,7 +57,9 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
         info = read_json(folder / "info.json")
         info["reused"] = True
         return model.eval(), tok, info
-    cols = ["prompt", "chosen", "rejected"] + (["margin"] if "margin" in train_rows[0] else [])
+    cols = ["prompt", "chosen", "rejected"] + [c for c in ("margin", "pair_id") if c in train_rows[0]]
+    if log_pairs and "pair_id" not in cols:
+        raise ValueError("log_pairs=True needs a 'pair_id' column in the training rows")
     ds = Dataset.from_list([{c: r[c] for c in cols} for r in train_rows])
     beta = loss_kwargs.pop("beta", 0.1)
     cuda = torch.cuda.is_available()
@@ -63,22 +74,100 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
     torch.manual_seed(seed)
     peft_config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
                              target_modules=LORA_TARGETS)
-    trainer = ApoTrainer(model=base, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
-                         loss_name=method, loss_kwargs={**loss_kwargs, "beta": beta}, callbacks=callbacks)
-    resume = _last_complete_checkpoint(folder / "trainer")
-    if resume:
-        log(f"resuming {method} from {resume.name}")
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with contextlib.nullcontext() if progress else _quiet():
+        trainer = ApoTrainer(model=base, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
+                             loss_name=method, loss_kwargs={**loss_kwargs, "beta": beta}, callbacks=callbacks)
+        if not progress:  # without a progress bar the Trainer prints every log line; the info file keeps them
+            trainer.remove_callback(PrinterCallback)
+        tracker = None
+        if track is not None:
+            tracker = _Tracker(track, tok, track_every, folder / "track.json")
+            trainer.add_callback(tracker)
+        resume = _last_complete_checkpoint(folder / "trainer")
+        if log_pairs:
+            kept = read_json(folder / "pair_log.json") if resume and (folder / "pair_log.json").exists() else []
+            done = int(resume.name.split("-")[1]) if resume else 0
+            trainer.pair_log = [e for e in kept if e["step"] <= done]
+            trainer.add_callback(_PairLogSaver(trainer, folder / "pair_log.json"))
+        if resume:
+            log(f"resuming {method} from {resume.name}")
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     model = trainer.model
     model.save_pretrained(folder / "adapter")
     info = {"method": method, "loss_kwargs": {**loss_kwargs, "beta": beta}, "key": key, "backbone": prov,
             "log": [h for h in trainer.state.log_history if "loss" in h],
             "train_runtime_s": trainer.state.log_history[-1].get("train_runtime")}
+    if tracker is not None:
+        tracker.record(model, trainer.state.global_step)
+        info["track"] = tracker.entries
+    if log_pairs:
+        info["pair_log"] = trainer.pair_log
     atomic_write_json(folder / "info.json", info)
     atomic_write_bytes(folder / "DONE", b"ok\n")
     shutil.rmtree(folder / "trainer", ignore_errors=True)  # checkpoints are only for resuming
     info["reused"] = False
     return model.eval(), tok, info
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No per-run dataset/precompute progress bars: a notebook training dozens of policies shows one bar, its own."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    old = os.environ.get("TQDM_DISABLE")
+    datasets.disable_progress_bars()
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
+
+
+class _Tracker(TrainerCallback):
+    """Measures the model during training (eval mode, no grad) and saves as it goes.
+
+    Entries are written atomically after each measurement, so a resumed run keeps the ones it had.
+    """
+
+    def __init__(self, fn, tok, every: int | None, path: Path):
+        self.fn, self.tok, self.every, self.path = fn, tok, every, path
+        self.entries = read_json(path) if path.exists() else []
+
+    def record(self, model, step: int):
+        if any(e["step"] == step for e in self.entries):
+            return
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                self.entries.append({"step": int(step), **self.fn(model, self.tok)})
+        finally:
+            model.train(was_training)
+        atomic_write_json(self.path, self.entries)
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        if state.global_step == 0:
+            self.record(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            self.record(model, state.global_step)
+
+
+class _PairLogSaver(TrainerCallback):
+    """Saves the trainer's per-pair log with every checkpoint, so a resumed run keeps the steps it had."""
+
+    def __init__(self, trainer, path: Path):
+        self.trainer, self.path = trainer, path
+
+    def on_save(self, args, state, control, **kw):
+        atomic_write_json(self.path, self.trainer.pair_log)
 
 
 def _last_complete_checkpoint(folder: Path) -> Path | None:
@@ -87,27 +176,9 @@ def _last_complete_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-@torch.no_grad()
 def completion_logprobs(model, tok, prompts: list[str], completions: list[str], batch_size: int = 16) -> np.ndarray:
     """Summed log pi(completion | prompt) for each pair, over the completion tokens only."""
-    device = next(model.parameters()).device
-    out = []
-    side = tok.padding_side
-    tok.padding_side = "right"
-    try:
-        for i in range(0, len(prompts), batch_size):
-            ps, cs = prompts[i : i + batch_size], completions[i : i + batch_size]
-            n_prompt = [len(tok(p)["input_ids"]) for p in ps]
-            enc = tok([p + c for p, c in zip(ps, cs)], return_tensors="pt", padding=True).to(device)
-            logits = model(**enc).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, enc["input_ids"][:, 1:, None]).squeeze(-1)
-            mask = enc["attention_mask"][:, 1:].clone()
-            for j, n in enumerate(n_prompt):
-                mask[j, : n - 1] = 0
-            out.append((logp * mask).sum(-1).cpu().numpy())
-    finally:
-        tok.padding_side = side
-    return np.concatenate(out)
+    return completion_stats(model, tok, prompts, completions, batch_size)[0]
 
 
 def evaluate_policy(model, tok, prompts: list[str], scorer, *, key: dict, cache_dir, n_samples: int = 1,
@@ -169,30 +240,75 @@ def study_backbone(policy: str, trim_vocab: int | None, texts: list[str], log=pr
 
 
 def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: list[str], scorer, backbone: str,
-                       out_dir, P, *, seed: int, loss_kwargs: dict | None = None) -> dict:
+                       out_dir, P, *, seed: int, loss_kwargs: dict | None = None, pair_sets: dict | None = None,
+                       track_sets: dict | None = None, track_every: int | None = None,
+                       n_eval_prompts: int | None = None, log_pairs: bool = False) -> dict:
     """Train one policy and measure it; the metrics are saved as JSON and reused on a re-run (resumable).
 
     P: a profiles.PolicySettings. Every method gets the same data, order (seed), budget and evaluation.
+    pair_sets {name: rows}: the trained policy's log-probs of each set's pairs are saved in the result
+    (`pairs[name]`, see `ranking.pair_logps`); track_sets: the same, measured during training every
+    `track_every` steps (`track`). n_eval_prompts: generate for only the first n prompts (0: no generation).
+    log_pairs: keep the per-pair training log (`pair_log`; rows need `pair_id`). A `beta` in loss_kwargs
+    overrides P.beta (SimPO-style losses use a much larger beta).
     """
+    pair_sets, track_sets = dict(pair_sets or {}), dict(track_sets or {})
+    prompts = list(prompts[:n_eval_prompts] if n_eval_prompts is not None else prompts)
+    extra = [_set_key(pair_sets), _set_key(track_sets), track_every, n_eval_prompts, log_pairs]
     key = fingerprint(method, loss_name, loss_kwargs, backbone, P, seed,
                       [(r["prompt"], r["chosen"], r["rejected"], r.get("margin")) for r in rows], prompts,
-                      scorer.description)
+                      scorer.description if prompts else None,
+                      *([extra] if any([pair_sets, track_sets, track_every, n_eval_prompts is not None, log_pairs]) else []))
     path = Path(out_dir) / "runs" / f"{method}-s{seed}-{key}.json"
     if path.exists():  # finished before: the record says so, so a cached re-run's time is not mistaken for a run's
         return {**read_json(path), "reused": True}
+
+    def measure(model, tok):
+        return {name: _listed(pair_logps(model, tok, rs)) for name, rs in track_sets.items()}
+
     model, tok, info = train_policy(loss_name, rows, backbone, Path(out_dir) / "adapters",
-                                    loss_kwargs={**(loss_kwargs or {}), "beta": P.beta}, epochs=P.epochs,
+                                    loss_kwargs={"beta": P.beta, **(loss_kwargs or {})}, epochs=P.epochs,
                                     batch_size=P.batch_size, lr=P.lr, lora_r=P.lora_r, max_length=P.max_length,
-                                    seed=seed)
-    ev = evaluate_policy(model, tok, prompts, scorer, key={"policy": info["key"]},
-                         cache_dir=Path(out_dir) / "eval_cache", n_samples=P.eval_samples,
-                         max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed)
+                                    seed=seed, track=measure if track_sets else None, track_every=track_every,
+                                    log_pairs=log_pairs)
+    ev = {"reward": float("nan"), "reward_se": float("nan"), "kl": float("nan"), "n": 0, "examples": []}
+    if prompts:
+        ev = evaluate_policy(model, tok, prompts, scorer, key={"policy": info["key"]},
+                             cache_dir=Path(out_dir) / "eval_cache", n_samples=P.eval_samples,
+                             max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed)
+    final = {s_["step"]: s_ for s_ in info.get("track", [])}
+    last_step = max(final, default=None)
+    pairs = {name: (final[last_step][name] if name in track_sets and last_step is not None
+                    else _listed(pair_logps(model, tok, rs))) for name, rs in pair_sets.items()}
     last = info["log"][-1] if info["log"] else {}
     result = {"method": method, "loss": loss_name, "seed": seed, **ev,
               "train_runtime_s": info.get("train_runtime_s"), "final_train_loss": last.get("loss"),
-              "train_log": info["log"]}
+              "train_log": info["log"], "pairs": pairs, "track": info.get("track", []),
+              "pair_log": info.get("pair_log", [])}
     atomic_write_json(path, result)
     return {**result, "reused": False}
+
+
+def _set_key(sets: dict) -> list:
+    return [(name, [(r["prompt"], r["chosen"], r["rejected"]) for r in rs]) for name, rs in sorted(sets.items())]
+
+
+def _listed(logps: dict) -> dict:
+    return {k: [float(x) for x in v] for k, v in logps.items()}
+
+
+def reference_pair_logps(backbone: str, sets: dict, out_dir) -> dict:
+    """The starting policy's log-probs of each set's pairs (adapters off = the reference), cached on disk."""
+    model, tok, _ = load_causal_lm(backbone, seed=0, log=lambda *_: None)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return {name: pair_logps(model.eval(), tok, rs, cache_dir=Path(out_dir) / "ref_cache",
+                             key={"policy": "reference", "backbone": backbone}) for name, rs in sets.items()}
+
+
+def as_arrays(logps: dict) -> dict:
+    """A result's saved log-probs (lists) back as arrays."""
+    return {k: np.asarray(v, dtype=float) for k, v in logps.items()}
 
 
 def reference_metrics(backbone: str, prompts: list[str], scorer, out_dir, P, seed: int = 0) -> dict:

@@ -20,17 +20,19 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from . import losses as L
 from .objective import Objective
 
-_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "margin"}
+_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "margin", "pair_id"}
 
 
 @dataclass
 class MarginCollator(DataCollatorForPreference):
-    """TRL's preference collator plus a float `margin` tensor when the examples carry one."""
+    """TRL's preference collator plus a float `margin` tensor and an integer `pair_id` when the examples carry them."""
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         out = super().torch_call(examples)
         if "margin" in examples[0]:
             out["margin"] = torch.tensor([float(e["margin"]) for e in examples], dtype=torch.float32)
+        if "pair_id" in examples[0]:
+            out["pair_id"] = torch.tensor([int(e["pair_id"]) for e in examples], dtype=torch.long)
         return out
 
 
@@ -62,6 +64,10 @@ class ApoTrainer(DPOTrainer):
     """
 
     gather_batch_statistics = True  # False only to show what per-process statistics would do (tests)
+    # Set to a list to record, for every training pair in every step, what the loss did to it:
+    # {'step', 'pair_id', 'h', 'grad_weight', and the loss's per-pair diagnostics (gamma, weight, margin, ...)}.
+    # Needs a `pair_id` column. This is how notebook 03 sees the margins gamma-PO gives flipped pairs.
+    pair_log: list | None = None
 
     def __init__(self, *args, loss_name: str | None = "dpo", loss_kwargs: dict | None = None, **kwargs):
         given = inspect.signature(DPOTrainer.__init__).bind_partial(None, *args, **kwargs).arguments
@@ -91,16 +97,17 @@ class ApoTrainer(DPOTrainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if "margin" not in self._signature_columns:
-            self._signature_columns = list(self._signature_columns) + ["margin"]
+        extra = [c for c in ("margin", "pair_id") if c not in self._signature_columns]
+        self._signature_columns = list(self._signature_columns) + extra
 
     # ------------------------------------------------------------------ loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         margin = inputs.pop("margin", None)
+        pair_id = inputs.pop("pair_id", None)
         if self.objective is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        return self._apo_loss(model, inputs, margin, return_outputs)
+        return self._apo_loss(model, inputs, margin, return_outputs, pair_id)
 
     def sequence_logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs, [chosen | rejected] halves of the batch, as TRL computes them."""
@@ -113,7 +120,7 @@ class ApoTrainer(DPOTrainer):
         logps = outputs.log_probs[:, -seq_len:].sum(dim=1)
         return logps.chunk(2, dim=0)
 
-    def _apo_loss(self, model, inputs, margin, return_outputs):
+    def _apo_loss(self, model, inputs, margin, return_outputs, pair_id=None):
         mode = "train" if self.model.training else "eval"
         obj = self.objective
         pc, pr = self.sequence_logps(model, inputs)
@@ -141,9 +148,21 @@ class ApoTrainer(DPOTrainer):
             kept = self.accelerator.gather(out.mask.sum().reshape(1)).sum().clamp_min(1.0)
             loss = (out.losses * out.mask).sum() * self.accelerator.num_processes / kept
         self._log_apo_metrics(mode, out, pc, pr, rc, rr)
+        if self.pair_log is not None and pair_id is not None and mode == "train":
+            self._log_pairs(out, pair_id)
         if return_outputs:
             return loss, {"h": out.h, "grad_weight": out.grad_weight}
         return loss
+
+    def _log_pairs(self, out: L.LossOutput, pair_id: torch.Tensor):
+        """Per-pair values of this step (this process's rows), for diagnostics after training."""
+        n = pair_id.shape[0]
+        cols = {"h": out.h, "grad_weight": out.grad_weight}
+        cols |= {k: v for k, v in out.stats.items() if torch.is_tensor(v) and v.reshape(-1).shape[0] == n}
+        vals = {k: v.detach().float().reshape(-1).cpu().tolist() for k, v in cols.items()}
+        step = self.state.global_step + 1  # the optimizer step this batch belongs to
+        for i, pid in enumerate(pair_id.tolist()):
+            self.pair_log.append({"step": step, "pair_id": int(pid), **{k: v[i] for k, v in vals.items()}})
 
     def _gather_rows(self, stat: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Every process's rows of `stat` in process order, and where this process's rows start.
