@@ -105,11 +105,15 @@ class Objective:
             self.queue.extend(gaps.float().cpu().tolist())
 
     def state_dict(self) -> dict:
-        """Plain numbers only, so it can be saved as JSON next to a checkpoint."""
-        return {"gap_mean": self.gap_mean, "gap_std": self.gap_std, "queue": list(self.queue)}
+        """Plain numbers only, so it can be saved as JSON next to a checkpoint (the sampler's RNG included,
+        so a resumed run draws what the unbroken one would have)."""
+        return {"gap_mean": self.gap_mean, "gap_std": self.gap_std, "queue": list(self.queue),
+                "generator": self.generator.get_state().tolist()}
 
     def load_state_dict(self, state: dict):
         self.gap_mean = float(state["gap_mean"])
         self.gap_std = float(state["gap_std"])
         self.queue.clear()
         self.queue.extend(float(x) for x in state["queue"])
+        if "generator" in state:
+            self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))

@@ -24,6 +24,8 @@ METHOD_COLORS = {
     "gamma_simpo": "#C17C00",
     "amapo": "#00798C",
     "mmpo": "#6A994E",
+    "mmpo_estimated": "#A7C957",  # MMPO with a reward model's margins: a lighter shade of MMPO's colour
+    "bradley_terry": "#4C72B0",  # a reward model on hard labels: the counterpart of DPO, in DPO's colour
     "madpo_amplify": "#E8919B",  # MADPO ablations: lighter shades of MADPO's colour
     "madpo_dampen": "#8E1F2F",
 }
@@ -31,7 +33,8 @@ METHOD_COLORS = {
 METHOD_LABELS = {
     "dpo": "DPO", "ipo": "IPO", "cdpo": "cDPO", "robust": "rDPO (robust)", "beta_dpo": "β-DPO",
     "simpo": "SimPO", "madpo": "MADPO", "gamma_dpo": "γ-DPO", "gamma_simpo": "γ-SimPO", "amapo": "AMaPO",
-    "mmpo": "MMPO", "madpo_amplify": "MADPO, amplify only", "madpo_dampen": "MADPO, dampen only",
+    "mmpo": "MMPO", "mmpo_estimated": "MMPO (estimated margins)", "bradley_terry": "Bradley–Terry (hard labels)",
+    "madpo_amplify": "MADPO, amplify only", "madpo_dampen": "MADPO, dampen only",
 }
 
 METHOD_ORDER = list(METHOD_COLORS)

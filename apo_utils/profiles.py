@@ -71,9 +71,11 @@ class StudySettings:
     ranking_quality: str = "high"  # notebook 04 trains on this tier (subtle margins, many misranked pairs)
     ranking_epochs: float = 2.0  # notebook 04: passes over the data, so that over-fitting has time to show
     ranking_eval_prompts: int = 32  # held-out prompts sampled per policy in notebook 04
+    ranking_methods: tuple[str, ...] = ("dpo", "ipo", "simpo", "amapo")  # notebook 04's methods
     track_every: int = 4  # optimizer steps between measurements during training (notebook 04)
     track_train_pairs: int = 48  # training pairs measured during training (notebook 04)
-    bt_scales: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)  # MMPO's gamma_bt values tried on the reward model (05)
+    mmpo_quality: str = "high"  # notebook 05 trains reward models and policies on this tier
+    bt_scales: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)  # MMPO's gamma_bt values tried on the reward model (05)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,13 @@ _SETTINGS = {
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=1.0, batch_size=8, lr=5e-4, lora_r=16,
                                          max_length=96, trim_vocab=8192, n_eval_prompts=64, eval_samples=2,
                                          eval_max_new_tokens=32, eval_batch_size=32, ablation=False),
-                   study=StudySettings(track_every=6)),
+                   # 03 on cpu: three noise rates, not five (60 policies at ~80 s each is 80 min; 36 fit in 60),
+                   # and 8 sampled prompts per policy (the accuracy on held-out pairs is the main measure there)
+                   # 04 on cpu: 1.5 epochs measured every 9 steps on 32 training pairs, and without IPO (about 4 min
+                   # a policy on 2 cores; the four methods for 2 epochs measured every 6 steps would take ~95 min)
+                   study=StudySettings(track_every=9, noise_rates=(0.0, 0.2, 0.4), noise_eval_prompts=8,
+                                       ranking_epochs=1.5, track_train_pairs=32,
+                                       ranking_methods=("dpo", "simpo", "amapo"))),
     "gpu": Profile("gpu", "paper scale on one GPU",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),

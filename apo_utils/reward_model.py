@@ -47,16 +47,28 @@ def reward_margins(model, tokenizer, rows: list[dict], batch_size: int = 16) -> 
 
 def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epochs: float = 1.0,
                        batch_size: int = 16, lr: float = 1e-4, lora_r: int = 16, max_length: int = 256,
-                       seed: int = 0, progress: bool = True, log=print):
-    """Train (or reload) the reward model; returns (model, tokenizer, info)."""
+                       seed: int = 0, progress: bool = True, log=print, margin_mode: str = "none",
+                       gamma_bt: float = 1.0):
+    """Train (or reload) the reward model; returns (model, tokenizer, info).
+
+    margin_mode="none" is the plain Bradley-Terry model; "soft" trains on MMPO's soft targets
+    sigma(gamma_bt * margin) from each row's `margin` (see `trainer.MarginRewardTrainer`).
+    """
     from peft import LoraConfig, PeftModel
 
+    if margin_mode != "none":
+        missing = [i for i, r in enumerate(train_rows) if "margin" not in r]
+        if missing:
+            raise ValueError(f"margin_mode={margin_mode!r} needs a 'margin' in every row; row {missing[0]} has none")
+    # (plain models keep the key they always had, so earlier runs' reward models are still found)
+    mode_key = [] if margin_mode == "none" else [margin_mode, float(gamma_bt),
+                                                  [float(r["margin"]) for r in train_rows]]
     key = fingerprint(backbone, epochs, batch_size, lr, lora_r, max_length, seed,
-                      [(r["prompt"], r["chosen"], r["rejected"]) for r in train_rows])
+                      [(r["prompt"], r["chosen"], r["rejected"]) for r in train_rows], *mode_key)
     folder = Path(output_dir) / f"reward_model-{key}"
     model, tok, prov = load_reward_model(backbone, seed=seed, log=log)
     info = {"backbone": prov, "key": key, "lora_r": lora_r, "epochs": epochs, "lr": lr,
-            "n_train": len(train_rows)}
+            "n_train": len(train_rows), "margin_mode": margin_mode, "gamma_bt": gamma_bt}
     done = folder / "DONE"
     if done.exists():
         log(f"reward model: reusing {folder}")
@@ -68,8 +80,8 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
             model.load_state_dict(load_file(folder / "model" / "model.safetensors"))
         info["reused"] = True
         return model.eval(), tok, info
-    ds = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
-                            for r in train_rows])
+    cols = ["prompt", "chosen", "rejected"] + (["margin"] if margin_mode != "none" else [])
+    ds = Dataset.from_list([{c: r[c] for c in cols} for r in train_rows])
     args = RewardConfig(
         output_dir=str(folder / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=5, save_strategy="no",
@@ -81,7 +93,7 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
         peft_config = LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     trainer = MarginRewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                  peft_config=peft_config, margin_mode="none")
+                                  peft_config=peft_config, margin_mode=margin_mode, gamma_bt=gamma_bt)
     trainer.train()
     model = trainer.model
     if lora_r:

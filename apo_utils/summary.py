@@ -27,13 +27,16 @@ STALE_FILE = "figures/stale.json"
 _COMMON = ["apo_utils/plotting.py"]
 _POLICY = ["apo_utils/losses.py", "apo_utils/objective.py", "apo_utils/trainer.py", "apo_utils/study.py",
            "apo_utils/models.py", "apo_utils/vocab.py", "apo_utils/generation.py", "apo_utils/cache.py",
-           "apo_utils/rewards.py", "apo_utils/prompts.py", "apo_utils/data.py"]
+           "apo_utils/rewards.py", "apo_utils/prompts.py", "apo_utils/data.py", "apo_utils/ranking.py"]
 DEPENDS = {
     "00_margin_zoo": ["apo_utils/losses.py", "apo_utils/objective.py", "apo_utils/bandit.py"],
     "01_imdb_preferences": ["apo_utils/models.py", "apo_utils/data.py", "apo_utils/generation.py",
                             "apo_utils/rewards.py", "apo_utils/reward_model.py", "apo_utils/prompts.py",
                             "apo_utils/cache.py"],
     "02_madpo_imdb": _POLICY,
+    "03_gamma_po_noise": _POLICY,
+    "04_amapo_ranking": _POLICY,
+    "05_mmpo_margins": _POLICY + ["apo_utils/reward_model.py", "apo_utils/calibration.py"],
 }
 
 
@@ -65,7 +68,35 @@ def _madpo(rec) -> list[dict]:
     return out
 
 
-EXTRACT = {"00_margin_zoo": _zoo, "01_imdb_preferences": _data, "02_madpo_imdb": _madpo}
+def _noise(rec) -> list[dict]:
+    # The summary shows the two ends of the noise range; notebook 03 has every rate.
+    rates = sorted({float(k.split("/")[0]) for k in rec["metrics"]["table"]})
+    out = []
+    for key, v in sorted(rec["metrics"]["table"].items()):
+        rate, m = key.split("/")
+        if float(rate) in (rates[0], rates[-1]):
+            out.append(_row("03_gamma_po_noise", f"{float(rate):.0%} labels flipped", m,
+                            "held-out ranking accuracy (clean pairs)", v["accuracy"], rec))
+    return out
+
+
+def _ranking(rec) -> list[dict]:
+    q = rec["metrics"].get("quality", "high")
+    return [_row("04_amapo_ranking", f"{q} quality, end of training", m, "held-out ranking accuracy",
+                 v["test_accuracy"], rec) for m, v in sorted(rec["metrics"]["table"].items())]
+
+
+def _mmpo(rec) -> list[dict]:
+    met = rec["metrics"]
+    out = [_row("05_mmpo_margins", "reward model", k, "held-out ECE (lower is better)", v["ece"], rec)
+           for k, v in sorted(met["reward_models"].items())]
+    out += [_row("05_mmpo_margins", "policy", k, "true reward of samples", v["reward"], rec)
+            for k, v in sorted(met["policies"].items())]
+    return out
+
+
+EXTRACT = {"00_margin_zoo": _zoo, "01_imdb_preferences": _data, "02_madpo_imdb": _madpo,
+           "03_gamma_po_noise": _noise, "04_amapo_ranking": _ranking, "05_mmpo_margins": _mmpo}
 
 
 def _committed(root: Path) -> set[str] | None:

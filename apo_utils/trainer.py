@@ -11,14 +11,19 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.trainer_utils import get_last_checkpoint
 from trl import DPOTrainer, RewardTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from . import losses as L
 from .objective import Objective
+from .storage import atomic_write_json, read_json
+
+OBJECTIVE_STATE = "apo_objective.json"
 
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "margin", "pair_id"}
 
@@ -94,6 +99,25 @@ class ApoTrainer(DPOTrainer):
                 pad_token_id=c.pad_token_id, max_length=c.max_length, truncation_mode=c.truncation_mode,
                 pad_to_multiple_of=c.pad_to_multiple_of,
             )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, model, trial):
+        # The loss's running state (beta-DPO's gap statistics, gamma-PO's queue, their RNG) is written before
+        # the Trainer's files, so a checkpoint whose trainer_state.json exists (written last) always has it.
+        if self.objective is not None and self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            atomic_write_json(folder / OBJECTIVE_STATE, self.objective.state_dict())
+        super()._save_checkpoint(model, trial)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint and self.objective is not None:
+            if resume_from_checkpoint is True:
+                resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            state = Path(resume_from_checkpoint) / OBJECTIVE_STATE
+            if state.exists():
+                self.objective.load_state_dict(read_json(state))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()

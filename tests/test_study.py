@@ -73,3 +73,44 @@ def test_training_killed_midway_resumes_to_the_same_adapters(tmp_path):
     b = {k: v for k, v in resumed.state_dict().items() if "lora" in k}
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert not (run_dirs[0] / "trainer").exists()  # checkpoints removed once the adapters are saved
+
+
+def test_measurements_during_training_and_the_per_pair_log_survive_a_kill(tmp_path):
+    """train_policy's `track` runs at step 0, every k steps and at the end; `log_pairs` records every pair at the
+    step it was used; a run killed mid-way resumes with both intact and equal to an unbroken run's."""
+    from transformers import TrainerCallback
+
+    from apo_utils.ranking import pair_logps
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 5:
+                raise KeyboardInterrupt("simulated kill")
+
+    rows = [dict(r, pair_id=i) for i, r in enumerate(_pairs(32))]
+    probe = rows[:6]
+    track = lambda model, tok: {"probe": {k: v.tolist() for k, v in pair_logps(model, tok, probe).items()}}  # noqa: E731
+    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, save_steps=2,
+              track=track, track_every=3, log_pairs=True)
+    _, _, ref = train_policy("gamma_dpo", rows, "tiny", tmp_path / "unbroken", **kw)
+    n_steps = len(rows) // 4
+    assert [e["step"] for e in ref["track"]] == [0, 3, 6, n_steps]
+    assert np.allclose(ref["track"][0]["probe"]["chosen"], ref["track"][0]["probe"]["chosen"])
+    assert ref["track"][0]["probe"]["chosen"] != ref["track"][-1]["probe"]["chosen"]  # training moved the policy
+    logged = sorted(e["pair_id"] for e in ref["pair_log"])
+    assert logged == list(range(len(rows)))  # one epoch: every pair exactly once
+    assert {"step", "pair_id", "h", "grad_weight", "gamma", "gaps"} <= set(ref["pair_log"][0])
+    with pytest.raises(KeyboardInterrupt):
+        train_policy("gamma_dpo", rows, "tiny", tmp_path / "killed", callbacks=[Kill()], **kw)
+    _, _, res = train_policy("gamma_dpo", rows, "tiny", tmp_path / "killed", **kw)
+    assert [e["step"] for e in res["track"]] == [e["step"] for e in ref["track"]]
+    for a, b in zip(res["track"], ref["track"]):
+        np.testing.assert_allclose(a["probe"]["chosen"], b["probe"]["chosen"], rtol=1e-5)
+    key = lambda e: (e["step"], e["pair_id"])  # noqa: E731
+    assert sorted(map(key, res["pair_log"])) == sorted(map(key, ref["pair_log"]))
+    by = {key(e): e for e in ref["pair_log"]}
+    for e in res["pair_log"]:
+        assert e["gamma"] == pytest.approx(by[key(e)]["gamma"], rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="pair_id"):
+        train_policy("dpo", [{k: v for k, v in r.items() if k != "pair_id"} for r in rows], "tiny",
+                     tmp_path / "no_id", **{**kw, "track": None})

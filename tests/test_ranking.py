@@ -1,0 +1,107 @@
+"""ranking.py and calibration.py: implicit margins, accuracy, gradient allocation, reliability and ECE."""
+
+import numpy as np
+import pytest
+import torch
+
+from apo_utils import losses as L
+from apo_utils.calibration import expected_calibration_error, reliability, sigmoid, symmetrised
+from apo_utils.ranking import (effort_split, gradient_weights, implicit_margin, oriented, ranking_accuracy,
+                               swap_sides)
+
+rng = np.random.default_rng(0)
+
+
+def _logps(n=32):
+    return {"chosen": rng.normal(-40, 5, n), "rejected": rng.normal(-42, 5, n),
+            "chosen_len": rng.integers(5, 30, n).astype(float), "rejected_len": rng.integers(5, 30, n).astype(float)}
+
+
+def test_implicit_margin_follows_each_methods_reward():
+    pol, ref = _logps(), _logps()
+    h = implicit_margin("dpo", pol, ref)
+    np.testing.assert_allclose(h, (pol["chosen"] - ref["chosen"]) - (pol["rejected"] - ref["rejected"]))
+    hb = implicit_margin("amapo", pol)  # reference-free: length-normalised, no reference needed
+    np.testing.assert_allclose(hb, pol["chosen"] / pol["chosen_len"] - pol["rejected"] / pol["rejected_len"])
+    with pytest.raises(ValueError, match="reference"):
+        implicit_margin("dpo", pol)
+
+
+def test_ranking_accuracy_counts_ties_as_half_and_uses_the_truth_sign():
+    assert ranking_accuracy([1.0, -1.0, 0.0, 2.0]) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+    assert ranking_accuracy([1.0, 1.0], truth_sign=[1.0, -0.3]) == 0.5
+    assert ranking_accuracy(np.zeros(7)) == 0.5  # the untrained DPO policy: a coin flip, not 0
+
+
+def test_oriented_and_swap_sides():
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "true_margin": -0.4},
+            {"prompt": "p", "chosen": "c", "rejected": "d", "true_margin": 0.2}]
+    out, flip = oriented(rows)
+    assert flip.tolist() == [True, False]
+    assert (out[0]["chosen"], out[0]["rejected"], out[0]["true_margin"]) == ("b", "a", 0.4) and out[1] is rows[1]
+    lp = _logps(2)
+    sw = swap_sides(lp, [True, False])
+    assert sw["chosen"][0] == lp["rejected"][0] and sw["chosen_len"][0] == lp["rejected_len"][0]
+    assert sw["chosen"][1] == lp["chosen"][1]
+
+
+@pytest.mark.parametrize("name,kw", [("dpo", {"beta": 0.1}), ("ipo", {"beta": 0.1}),
+                                     ("simpo", {"beta": 2.0}), ("amapo", {"beta": 2.0})])
+def test_gradient_weights_are_the_autograd_derivative_of_each_pairs_loss(name, kw):
+    """|d loss_i / d h_i| computed by the loss, checked against autograd on the loss written from papers.md."""
+    pol, ref = _logps(), _logps()
+    g = gradient_weights(name, pol, None if name in ("simpo", "amapo") else ref, **kw)
+    t = lambda k, d=pol: torch.tensor(d[k], dtype=torch.float64)  # noqa: E731
+    if name in ("simpo", "amapo"):
+        h = (t("chosen") / t("chosen_len") - t("rejected") / t("rejected_len")).requires_grad_()
+    else:
+        h = ((t("chosen") - t("chosen", ref)) - (t("rejected") - t("rejected", ref))).requires_grad_()
+    b = kw["beta"]
+    if name == "dpo":
+        loss = -torch.nn.functional.logsigmoid(b * h)
+    elif name == "ipo":
+        loss = (h - 1 / (2 * b)) ** 2
+    elif name == "simpo":
+        loss = -torch.nn.functional.logsigmoid(b * h - 0.5 * b)
+    else:  # AMaPO: margin from detached batch statistics
+        hd = h.detach()
+        mu, s = hd.mean(), hd.std()
+        m = torch.where(hd < mu, b * torch.exp((mu - hd) / s * mu), torch.zeros_like(hd))
+        loss = -torch.nn.functional.logsigmoid(b * h - m)
+    (grad,) = torch.autograd.grad(loss.sum(), h)
+    np.testing.assert_allclose(g, grad.abs().numpy(), rtol=1e-4, atol=1e-6)  # the losses compute in float32
+
+
+def test_gradient_weights_for_margin_losses_and_effort_split():
+    pol, ref = _logps(16), _logps(16)
+    m = rng.normal(size=16)
+    g = gradient_weights("madpo", pol, ref, margin=m, beta=0.1)
+    base = gradient_weights("dpo", pol, ref, beta=0.1)
+    np.testing.assert_allclose(g, base * L.madpo_weight(torch.tensor(m, dtype=torch.float64)).numpy(), rtol=1e-6)
+    split = effort_split(np.array([1.0, 3.0, 0.0, 4.0]), np.array([True, False, True, False]))
+    assert split["share_on_correct"] == pytest.approx(1 / 8) and split["share_on_wrong"] == pytest.approx(7 / 8)
+    assert split["mean_on_wrong"] == 3.5 and split["fraction_correct"] == 0.5
+
+
+def test_calibration_ece_small_when_calibrated_large_when_overconfident():
+    p = rng.uniform(0, 1, 20000)
+    y = (rng.uniform(0, 1, p.size) < p).astype(float)
+    assert expected_calibration_error(p, y) < 0.02
+    over = np.where(p > 0.5, 0.99, 0.01)  # same ranking, claims near-certainty
+    assert expected_calibration_error(over, y) > 0.2
+    bins = reliability(p, y, 5)
+    assert len(bins) == 5 and sum(b["count"] for b in bins) == p.size
+    ps, ys = symmetrised([0.8], [1.0])
+    assert ps.tolist() == pytest.approx([0.8, 0.2]) and ys.tolist() == [1.0, 0.0]
+    np.testing.assert_allclose(sigmoid([-800.0, 0.0, 800.0]), [0.0, 0.5, 1.0])
+
+
+def test_calibration_rejects_bad_input():
+    with pytest.raises(ValueError, match="length"):
+        expected_calibration_error([0.5, 0.5], [1.0])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        expected_calibration_error([1.5], [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        reliability([float("nan")], [1.0])
+    with pytest.raises(ValueError, match="n_bins"):
+        reliability([0.5], [1.0], n_bins=0)
