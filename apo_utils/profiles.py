@@ -110,7 +110,7 @@ _SETTINGS = {
                    # a policy on 2 cores; the four methods for 2 epochs measured every 6 steps would take ~95 min)
                    study=StudySettings(track_every=9, noise_rates=(0.0, 0.2, 0.4), noise_eval_prompts=8,
                                        ranking_epochs=1.5, track_train_pairs=32,
-                                       ranking_methods=("dpo", "simpo", "amapo"))),
+                                       ranking_methods=("dpo", "simpo", "amapo"), bt_scales=(1.0, 4.0, 16.0))),
     "gpu": Profile("gpu", "paper scale on one GPU",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),

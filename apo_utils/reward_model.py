@@ -8,6 +8,7 @@ The trained model is saved as safetensors under the run's output folder and reus
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,16 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
     if lora_r:
         peft_config = LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    trainer = MarginRewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                  peft_config=peft_config, margin_mode=margin_mode, gamma_bt=gamma_bt)
-    trainer.train()
+    from transformers import PrinterCallback
+
+    from .study import quiet_progress
+
+    with contextlib.nullcontext() if progress else quiet_progress():
+        trainer = MarginRewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                                      peft_config=peft_config, margin_mode=margin_mode, gamma_bt=gamma_bt)
+        if not progress:  # the info dict keeps the log; no line per logging step in the notebook
+            trainer.remove_callback(PrinterCallback)
+        trainer.train()
     model = trainer.model
     if lora_r:
         model.save_pretrained(folder / "model")  # adapters + score head, safetensors

@@ -74,7 +74,7 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
     torch.manual_seed(seed)
     peft_config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
                              target_modules=LORA_TARGETS)
-    with contextlib.nullcontext() if progress else _quiet():
+    with contextlib.nullcontext() if progress else quiet_progress():
         trainer = ApoTrainer(model=base, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
                              loss_name=method, loss_kwargs={**loss_kwargs, "beta": beta}, callbacks=callbacks)
         if not progress:  # without a progress bar the Trainer prints every log line; the info file keeps them
@@ -110,7 +110,7 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_progress():
     """No per-run dataset/precompute progress bars: a notebook training dozens of policies shows one bar, its own."""
     import datasets
 

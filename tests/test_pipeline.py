@@ -131,3 +131,13 @@ def test_reward_model_learns_the_scorer_and_is_reused(tmp_path):
     again, _, info2 = train_reward_model(train, "tiny", tmp_path, epochs=d.rm_epochs, batch_size=16, lr=d.rm_lr,
                                          lora_r=0, progress=False, log=lambda *_: None)
     assert info2["reused"] and np.allclose(reward_margins(again, rtok, test), reward_margins(rm, rtok, test))
+    # MMPO's soft targets: a separate model (its own key), which learns from margins where labels alone disagree
+    soft_rows = [dict(r, margin=r["true_margin"]) for r in train]
+    soft, _, info3 = train_reward_model(soft_rows, "tiny", tmp_path, epochs=d.rm_epochs, batch_size=16, lr=d.rm_lr,
+                                        lora_r=0, progress=False, log=lambda *_: None, margin_mode="soft",
+                                        gamma_bt=d.label_scale)
+    assert not info3["reused"] and info3["key"] != info["key"] and info3["margin_mode"] == "soft"
+    qs = margin_quality(reward_margins(soft, rtok, test), test)
+    assert qs["truth_accuracy"] > 0.6 and qs["pearson"] > 0.2, qs
+    with pytest.raises(ValueError, match="'margin' in every row"):
+        train_reward_model(train, "tiny", tmp_path, lora_r=0, progress=False, log=lambda *_: None, margin_mode="soft")

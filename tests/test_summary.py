@@ -61,3 +61,22 @@ def test_markdown_table_from_records(tmp_path):
     md = summary.markdown(rows, {"figures/02_madpo_imdb/cpu/run_record.json": "test"})
     assert "| 02_madpo_imdb | true reward of samples | high quality | madpo | 0.500 ± 0.100 (2) † |" in md
     assert "abcdef0" in md and "stale" in md
+
+
+def test_extractors_of_studies_03_to_05_read_their_records():
+    """Each study's headline numbers come out of its record's metrics, with the study's own setting names."""
+    stat = lambda m: {"mean": m, "sd": 0.01, "n": 3}  # noqa: E731
+    base = {"profile": "cpu", "device": "cpu: test", "git": {"commit": "abc"}, "seeds": [0, 1, 2]}
+    noise = {**base, "metrics": {"table": {f"{r:.2f}/{m}": {"accuracy": stat(0.7 - r), "reward": stat(0.1)}
+                                           for r in (0.0, 0.2, 0.4) for m in ("dpo", "gamma_dpo")}}}
+    rows = summary.EXTRACT["03_gamma_po_noise"](noise)
+    assert {r["setting"] for r in rows} == {"0% labels flipped", "40% labels flipped"}  # the two ends only
+    assert {(r["setting"], r["method"]): r["mean"] for r in rows}[("40% labels flipped", "gamma_dpo")] == pytest.approx(0.3)
+    ranking = {**base, "metrics": {"quality": "high", "table": {m: {"test_accuracy": stat(0.6)} for m in ("dpo", "amapo")}}}
+    assert [r["method"] for r in summary.EXTRACT["04_amapo_ranking"](ranking)] == ["amapo", "dpo"]
+    mmpo = {**base, "metrics": {"reward_models": {"bradley_terry": {"ece": stat(0.2)}, "mmpo": {"ece": stat(0.1)}},
+                                "policies": {"dpo": {"reward": stat(0.5)}, "mmpo": {"reward": stat(0.6)}}}}
+    rows = summary.EXTRACT["05_mmpo_margins"](mmpo)
+    assert {(r["setting"], r["method"]) for r in rows} == {("reward model", "bradley_terry"), ("reward model", "mmpo"),
+                                                          ("policy", "dpo"), ("policy", "mmpo")}
+    assert all(r["n"] == 3 and r["commit"] == "abc" for r in rows)
