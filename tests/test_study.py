@@ -114,3 +114,31 @@ def test_measurements_during_training_and_the_per_pair_log_survive_a_kill(tmp_pa
     with pytest.raises(ValueError, match="pair_id"):
         train_policy("dpo", [{k: v for k, v in r.items() if k != "pair_id"} for r in rows], "tiny",
                      tmp_path / "no_id", **{**kw, "track": None})
+
+
+def test_reference_pass_only_for_losses_that_read_it(tmp_path, monkeypatch):
+    """SimPO-style losses never look at the reference, so train_policy skips TRL's pass that precomputes it."""
+    from apo_utils.trainer import ApoTrainer
+
+    calls, configs = [], []
+    original = ApoTrainer._precompute_ref_logps
+    original_init = ApoTrainer.__init__
+
+    def counting(self, dataset, name, batch_size):
+        calls.append(name)
+        return original(self, dataset, name, batch_size)
+
+    def init(self, *a, **k):
+        configs.append(k["args"])
+        original_init(self, *a, **k)
+
+    monkeypatch.setattr(ApoTrainer, "_precompute_ref_logps", counting)
+    monkeypatch.setattr(ApoTrainer, "__init__", init)
+    rows = _pairs(16)
+    kw = dict(epochs=1, batch_size=8, lr=5e-3, lora_r=4, log=lambda *_: None)
+    train_policy("simpo", rows, "tiny", tmp_path / "simpo", loss_kwargs={"beta": 2.0}, **kw)
+    assert calls == [] and configs[-1].precompute_ref_log_probs is False
+    train_policy("dpo", rows, "tiny", tmp_path / "dpo", loss_kwargs={"beta": 0.1}, **kw)
+    assert len(calls) == 1 and configs[-1].precompute_ref_log_probs is True
+    # activation checkpointing (TRL's default) is off: the models here fit without it, and it only costs time
+    assert not any(c.gradient_checkpointing for c in configs)
