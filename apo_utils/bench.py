@@ -139,7 +139,8 @@ def levers(model_name: str = "gemma-offline", batch_size: int = 8, words: int = 
 
     Configurations (the DPO loss throughout): full fine-tuning with the reference computed on the fly;
     LoRA r16 with the reference on the fly; LoRA + reference log-probs precomputed once; that plus the
-    vocabulary trimmed to the batch's tokens and the `keep_first` commonest pieces.
+    vocabulary trimmed to the batch's tokens and the `keep_first` commonest pieces; and that with TRL's
+    default activation checkpointing switched on (the others run without it).
     """
     from .models import cache_dir, load_causal_lm
     from .vocab import kept_mass, trim_vocabulary
@@ -158,10 +159,17 @@ def levers(model_name: str = "gemma-offline", batch_size: int = 8, words: int = 
         "LoRA r16, reference on the fly": dict(model=model_name, lora_r=16, precompute=False),
         "LoRA r16, reference precomputed": dict(model=model_name, lora_r=16, precompute=True),
         "LoRA r16, reference precomputed, vocabulary trimmed": dict(model=trimmed, lora_r=16, precompute=True),
+        # TRL's DPOConfig asks for activation checkpointing and Trainer.train() switches it on; a bare
+        # training_step (as timed here) does not, so the rows above are without it. This row puts it back, to
+        # show what it cost the studies until train_policy turned it off.
+        "LoRA r16, reference precomputed, vocabulary trimmed, activation checkpointing on (TRL's default)":
+            dict(model=trimmed, lora_r=16, precompute=True, checkpointing=True),
     }
     out = {}
     for label, c in configs.items():
         tr, t, batch = _trainer("dpo", c["model"], ds, batch_size, seed, c["lora_r"], precompute=c["precompute"])
+        if c.get("checkpointing"):
+            tr.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=tr.args.gradient_checkpointing_kwargs)
         times = _step_times(tr, batch, rounds)
         out[label] = {"median_step_s": statistics.median(times), "steps_s": times,
                       "generation_tokens_per_s": _gen_tps(tr.model, t, batch_size, 32, seed),
