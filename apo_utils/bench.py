@@ -71,15 +71,31 @@ def _trainer(name, model_name, ds, batch_size, seed, lora_r, precompute=True):
     return tr, tok, batch
 
 
+def _steady_state(tr, seed: int):
+    """Give a stateful loss the running state it has after many steps, so its per-step cost is the real one:
+    gamma-PO's queue full (its margin optimisation then runs over `opt_size` gaps, not the first batches' few)."""
+    obj = getattr(tr, "objective", None)
+    if obj is not None and obj.name in ("gamma_dpo", "gamma_simpo"):
+        obj.queue = 0.5 * torch.randn(obj.queue_size, generator=torch.Generator().manual_seed(seed))
+
+
 def run(model_name: str = "tiny", batch_size: int = 8, words: int = 24, rounds: int = 7, seed: int = 0,
-        lora_r: int = 0, gen_tokens: int = 32, log=print) -> dict:
+        lora_r: int = 0, gen_tokens: int = 32, trim_vocab: bool = False, keep_first: int = 8192, log=print) -> dict:
+    """Time `rounds` training steps of every configuration. Each round runs every configuration once, in an order
+    that rotates from round to round (so none always runs first or right after another), and a configuration's
+    ratio to TRL is the median over rounds of its time divided by TRL's time in the same round: machine noise
+    that lasts longer than a round cancels out."""
     git = git_commit()  # the code this run imports, read before anything can change under it
     names = ["trl_sigmoid"] + sorted(L.LOSSES)
     ds = synthetic_pairs(max(16, 4 * batch_size), words, seed)
-    trainers = {n: _trainer(n, model_name, ds, batch_size, seed, lora_r) for n in names}
+    model_path = _trimmed(model_name, ds, seed, keep_first, log)[0] if trim_vocab else model_name
+    trainers = {n: _trainer(n, model_path, ds, batch_size, seed, lora_r) for n in names}
+    for tr, _, _ in trainers.values():
+        _steady_state(tr, seed)
     times = {n: [] for n in names}
     for r in range(rounds + 1):  # round 0 warms up and is not counted
-        for n in names:
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
             tr, _, batch = trainers[n]
             tr.model.train()
             if torch.cuda.is_available():
@@ -91,19 +107,24 @@ def run(model_name: str = "tiny", batch_size: int = 8, words: int = 24, rounds: 
             if r:
                 times[n].append(time.perf_counter() - t)
             tr.model.zero_grad(set_to_none=True)
+        _steady_state(trainers["gamma_dpo"][0], seed + r)
+        _steady_state(trainers["gamma_simpo"][0], seed + r)
         log(f"round {r}/{rounds} done")
-    base = statistics.median(times["trl_sigmoid"])
+    base = times["trl_sigmoid"]
     tokens = int(trainers["trl_sigmoid"][2]["attention_mask"].sum())
-    results = {n: {"median_s": statistics.median(v), "min_s": min(v), "ratio_to_trl_sigmoid": statistics.median(v) / base,
+    results = {n: {"median_s": statistics.median(v), "min_s": min(v),
+                   "ratio_to_trl_sigmoid": statistics.median(t / b for t, b in zip(v, base)),
+                   "ratio_of_minima": min(v) / min(base),
                    "train_tokens_per_s": tokens / statistics.median(v)} for n, v in times.items()}
     tr, tok, _ = trainers["dpo"]
     gen_tps = _gen_tps(tr.model, tok, batch_size, gen_tokens, seed)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {
-        "model": model_name, "device": device_description(), "git": git, "packages": package_versions(),
-        "batch_pairs": batch_size, "tokens_per_batch": tokens, "rounds": rounds, "lora_r": lora_r,
-        "step": "training_step (forward + backward), reference log-probs precomputed",
+        "model": model_name, "vocabulary_trimmed": trim_vocab, "device": device_description(), "git": git,
+        "packages": package_versions(), "batch_pairs": batch_size, "tokens_per_batch": tokens, "rounds": rounds,
+        "lora_r": lora_r, "step": "training_step (forward + backward), reference log-probs precomputed, gamma-PO's gap queue full",
+        "ratio": "median over rounds of (this loss's step time / TRL sigmoid's step time in the same round)",
         "losses": results, "generation_tokens_per_s": gen_tps,
         "peak_memory_MiB": peak, "peak_memory_kind": "cuda max allocated" if torch.cuda.is_available()
         else "process max RSS (all configurations together)",
@@ -133,6 +154,19 @@ def _gen_tps(model, tok, batch_size, gen_tokens, seed) -> float:
     return batch_size * gen_tokens / (time.perf_counter() - t)
 
 
+def _trimmed(model_name: str, ds, seed: int, keep_first: int, log):
+    """The model with its vocabulary trimmed to the bench's texts plus the `keep_first` commonest pieces, as the
+    `cpu` profile trains it (apo_utils.vocab); returns its folder, the full model and tokenizer, and the kept tokens."""
+    from .models import cache_dir
+    from .vocab import trim_vocabulary
+
+    base, tok, _ = load_causal_lm(model_name, seed=seed, log=lambda *_: None)
+    texts = [r["prompt"] + r[k] for r in ds for k in ("chosen", "rejected")] + offline_prompts(200, seed)
+    trimmed = str(trim_vocabulary(base, tok, texts, cache_dir() / "trimmed", keep_first=keep_first, log=log))
+    small_tok = load_causal_lm(trimmed, log=lambda *_: None)[1]
+    return trimmed, base, tok, small_tok.convert_ids_to_tokens(list(range(len(small_tok))))
+
+
 def levers(model_name: str = "gemma-offline", batch_size: int = 8, words: int = 24, rounds: int = 3, seed: int = 0,
            keep_first: int = 8192, log=print) -> dict:
     """Each cost lever of the `cpu` profile alone, on the same batch: step time, generation speed, effect.
@@ -142,16 +176,11 @@ def levers(model_name: str = "gemma-offline", batch_size: int = 8, words: int = 
     vocabulary trimmed to the batch's tokens and the `keep_first` commonest pieces; and that with TRL's
     default activation checkpointing switched on (the others run without it).
     """
-    from .models import cache_dir, load_causal_lm
-    from .vocab import kept_mass, trim_vocabulary
+    from .vocab import kept_mass
 
     git = git_commit()
     ds = synthetic_pairs(max(16, 4 * batch_size), words, seed)
-    base, tok, _ = load_causal_lm(model_name, seed=seed, log=lambda *_: None)
-    texts = [r["prompt"] + r[k] for r in ds for k in ("chosen", "rejected")] + offline_prompts(200, seed)
-    trimmed = str(trim_vocabulary(base, tok, texts, cache_dir() / "trimmed", keep_first=keep_first, log=log))
-    small_tok = load_causal_lm(trimmed, log=lambda *_: None)[1]
-    kept = small_tok.convert_ids_to_tokens(list(range(len(small_tok))))
+    trimmed, base, tok, kept = _trimmed(model_name, ds, seed, keep_first, log)
     torch.manual_seed(seed)
     mass = kept_mass(base, tok, kept, offline_prompts(16, seed + 1), max_new_tokens=16)
     configs = {
@@ -193,20 +222,24 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=None, help="default: 100 for tiny, 5 otherwise")
     p.add_argument("--lora-r", type=int, default=None, help="default: 0 for tiny, 16 otherwise")
+    p.add_argument("--trim-vocab", action="store_true",
+                   help="train the model with its vocabulary trimmed, as the cpu profile does")
     p.add_argument("--levers", action="store_true", help="measure the cpu profile's cost levers one by one instead")
     a = p.parse_args(argv)
     if a.levers:
-        res = levers(a.model, a.batch_size, rounds=a.rounds)
+        res = levers(a.model, a.batch_size, rounds=a.rounds or 3)
         slug = re.sub(r"[^a-z0-9]+", "-", res["device"].lower()).strip("-")
         path = atomic_write_json(repo_root() / "benchmarks" / "results" / f"{slug}_{a.model}_levers.json", res)
         print(f"-> {path}")
         return
     lora = a.lora_r if a.lora_r is not None else (0 if a.model == "tiny" else 16)
-    res = run(a.model, a.batch_size, rounds=a.rounds, lora_r=lora)
+    rounds = a.rounds or (100 if a.model == "tiny" else 5)
+    res = run(a.model, a.batch_size, rounds=rounds, lora_r=lora, trim_vocab=a.trim_vocab)
     slug = re.sub(r"[^a-z0-9]+", "-", res["device"].lower()).strip("-")
-    path = atomic_write_json(repo_root() / "benchmarks" / "results" / f"{slug}_{a.model}.json", res)
+    name = f"{slug}_{a.model}{'_trimmed' if a.trim_vocab else ''}.json"
+    path = atomic_write_json(repo_root() / "benchmarks" / "results" / name, res)
     for n, r in res["losses"].items():
         print(f"{n:12s} {r['median_s'] * 1000:9.1f} ms  x{r['ratio_to_trl_sigmoid']:.3f}")
     print(f"generation {res['generation_tokens_per_s']:.0f} tokens/s; worst ratio x{res['worst_ratio']:.3f} -> {path}")

@@ -328,21 +328,36 @@ def dynamic_target_margins(
     """
     _nonneg(gamma0, "gamma0")
     tau = _positive(tau, "tau")
-    # A few hundred numbers and 20 sequential steps: in NumPy (float64) this costs a third of what the same
-    # loop costs as torch ops, which matters next to a small model's training step.
     g = gaps.detach().double().reshape(-1).cpu().numpy()
     if context is not None and context.numel():
         g = np.concatenate([context.detach().double().reshape(-1).cpu().numpy(), g])
     n = g.size
-    p = np.full(n, 1.0 / n)
     lr = min(0.5 / tau, 1.0)
+    # One exponentiated-gradient step on the objective's gradient
+    #     d/dp_i = gamma0 sigma(gamma_i - g_i) + tau (1 + log(N p_i))
+    # is  log p_i <- (1 - lr tau) log p_i - lr gamma0 sigma(gamma_i - g_i) + c,  c the same for every i,
+    # and sigma(x) = (1 + tanh(x / 2)) / 2, whose constant half also folds into c. So we carry unnormalised
+    # log-weights z (p = e^z / sum e^z) and drop every constant: 8 array operations a step instead of ~20.
+    # The loop runs every training step on a few hundred numbers, where NumPy's per-call cost dominates, and
+    # it is what gamma-PO adds to a DPO step (apo_utils/bench.py holds it to <= 1.03x of TRL's).
+    keep, half_step = 1.0 - lr * tau, 0.5 * lr * gamma0
+    # |z| <= steps * half_step, so e^z can neither overflow nor vanish unless that bound is large; only then
+    # re-centre z every step (a shift of z does not change p).
+    recentre = 2 * steps * half_step > 600.0
+    half_g = 0.5 * g
+    z, e, t, total = np.zeros(n), np.ones(n), np.empty(n), float(n)
     for _ in range(steps):
-        gamma = gamma0 * n * p
-        # d/dp_i of the objective: gamma0 * sigma(gamma_i - g_i)  +  tau (1 + log(N p_i))
-        grad = gamma0 * np.exp(-np.logaddexp(0.0, g - gamma)) + tau * (1.0 + np.log(n * p + 1e-10))  # stable sigma
-        logits = np.log(p + 1e-30) - lr * grad
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
+        np.multiply(e, 0.5 * gamma0 * n / total, out=t)  # gamma_i / 2 = gamma0 N p_i / 2
+        np.subtract(t, half_g, out=t)
+        np.tanh(t, out=t)  # 2 sigma(gamma_i - g_i) - 1
+        np.multiply(t, half_step, out=t)
+        np.multiply(z, keep, out=z)
+        np.subtract(z, t, out=z)
+        if recentre:
+            np.subtract(z, z.max(), out=z)
+        np.exp(z, out=e)
+        total = float(np.add.reduce(e))  # e.sum() without its Python wrapper
+    p = e / total
     out = torch.from_numpy(gamma0 * n * p[-gaps.numel():])
     return out.to(device=gaps.device, dtype=gaps.dtype if gaps.is_floating_point() else torch.float32)
 

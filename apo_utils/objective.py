@@ -7,7 +7,6 @@ optimisation. `Objective` holds that state so the trainer and the bandit simulat
 
 from __future__ import annotations
 
-import collections
 import inspect
 
 import torch
@@ -45,7 +44,10 @@ class Objective:
         self.momentum = momentum
         self.opt_size = int(opt_size)
         self.gap_mean, self.gap_std = 0.0, 1.0  # beta-DPO running statistics (M0, sigma0)
-        self.queue: collections.deque[float] = collections.deque(maxlen=int(queue_size))  # gamma-PO
+        # gamma-PO's recent gaps, oldest first, as one float32 tensor: sampling the context from it costs a
+        # randperm and an index, not a list-to-tensor copy of up to `queue_size` numbers every step.
+        self.queue_size = int(queue_size)
+        self.queue = torch.empty(0)
         self.generator = torch.Generator().manual_seed(seed)
         # Validate values once on a dummy batch, so beta <= 0 etc. fail now rather than mid-training.
         self._dry_run()
@@ -90,8 +92,7 @@ class Objective:
         if k == 0:
             return None
         idx = torch.randperm(len(self.queue), generator=self.generator)[:k]
-        q = torch.tensor(list(self.queue))
-        return q[idx].to(pc.device)
+        return self.queue[idx].to(pc.device)
 
     def _update(self, out: L.LossOutput, gathered: torch.Tensor | None = None):
         if self.name == "beta_dpo":
@@ -102,18 +103,17 @@ class Objective:
                 self.gap_std = m * self.gap_std + (1 - m) * std
         elif self.name in ("gamma_dpo", "gamma_simpo"):
             gaps = out.stats["gaps"] if gathered is None else gathered  # every process keeps the global queue
-            self.queue.extend(gaps.float().cpu().tolist())
+            self.queue = torch.cat([self.queue, gaps.detach().float().cpu().reshape(-1)])[-self.queue_size:]
 
     def state_dict(self) -> dict:
         """Plain numbers only, so it can be saved as JSON next to a checkpoint (the sampler's RNG included,
         so a resumed run draws what the unbroken one would have)."""
-        return {"gap_mean": self.gap_mean, "gap_std": self.gap_std, "queue": list(self.queue),
+        return {"gap_mean": self.gap_mean, "gap_std": self.gap_std, "queue": self.queue.tolist(),
                 "generator": self.generator.get_state().tolist()}
 
     def load_state_dict(self, state: dict):
         self.gap_mean = float(state["gap_mean"])
         self.gap_std = float(state["gap_std"])
-        self.queue.clear()
-        self.queue.extend(float(x) for x in state["queue"])
+        self.queue = torch.tensor([float(x) for x in state["queue"]], dtype=torch.float32)[-self.queue_size:]
         if "generator" in state:
             self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))

@@ -2,6 +2,8 @@
 
 import math
 
+import torch
+
 from apo_utils import bench
 from apo_utils import losses as L
 
@@ -13,3 +15,16 @@ def test_benchmark_on_the_tiny_model():
     for r in res["losses"].values():
         assert r["median_s"] > 0 and math.isfinite(r["ratio_to_trl_sigmoid"]) and r["train_tokens_per_s"] > 0
     assert res["tokens_per_batch"] > 0 and res["generation_tokens_per_s"] > 0 and res["git"]["commit"]
+
+
+def test_stateful_losses_are_timed_in_their_steady_state():
+    """gamma-PO's per-step cost grows with its gap queue; the benchmark must time it with the queue full."""
+    from types import SimpleNamespace
+
+    from apo_utils.objective import Objective
+
+    tr = SimpleNamespace(objective=Objective("gamma_simpo", beta=2.0, queue_size=300, opt_size=64))
+    bench._steady_state(tr, seed=0)
+    assert tr.objective.queue.shape == (300,)
+    ctx = tr.objective._sample_context(torch.zeros(8))
+    assert ctx.shape == (56,)  # opt_size - batch: the margin optimisation runs over 64 gaps, as in a long run

@@ -187,6 +187,24 @@ def test_gamma_po_margins_and_losses(batch):
     close(out, [-logsig(2.0 * hbar_of(b, i) - gam[i]) for i in range(N)])
 
 
+@pytest.mark.parametrize("n,gamma0,tau,scale", [
+    (64, 0.05, 0.05, 1.0),  # tau < 0.5: step size 1 (notebook 03's gamma-DPO)
+    (64, 1.0, 1.0, 3.0),  # gamma-SimPO's setting in notebook 03
+    (300, 1.0, 10.0, 1.0),  # the default tau
+    (64, 5.0, 0.1, 5.0),  # margins pushed far apart: some p_i near 1e-9
+    (64, 40.0, 0.01, 2.0),  # |z| bound large enough that the solver re-centres every step
+    (8, 1.0, 1.0, 1e4),  # huge gaps
+    (1, 1.0, 1.0, 1.0),  # a batch of one
+])
+def test_gamma_po_solver_matches_the_written_out_iteration(n, gamma0, tau, scale):
+    """The solver folds constants out of the exponentiated-gradient step for speed; it must still be that step."""
+    gaps = (torch.randn(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64) * scale).tolist()
+    ref = _gamma_reference(gaps, gamma0, tau)
+    out = L.dynamic_target_margins(torch.tensor(gaps, dtype=torch.float64), gamma0=gamma0, tau=tau)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-8 * gamma0)
+    assert out.sum().item() == pytest.approx(n * gamma0, rel=1e-12)
+
+
 def test_gamma_po_margins_grow_with_confidence_and_average_to_gamma0():
     gaps = torch.linspace(-3, 3, 64)
     gam = L.dynamic_target_margins(gaps, gamma0=1.0, tau=1.0, steps=200)
@@ -401,7 +419,7 @@ def test_objective_keeps_beta_dpo_statistics_and_gamma_queue():
     state = gp.state_dict()
     gp2 = Objective("gamma_dpo", beta=0.1, queue_size=10, opt_size=8)
     gp2.load_state_dict(state)
-    assert list(gp2.queue) == list(gp.queue)
+    assert torch.equal(gp2.queue, gp.queue)
     before = bd.gap_mean
     bd(pc, z, z, z, update=False)
     assert bd.gap_mean == before
