@@ -162,8 +162,19 @@ def load_pairs(path, require_margin: bool = False) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebooks/01_imdb_preferences.ipynb with the same "
                                 f"profile first (python -m apo_utils.reproduce --only 01 --profile ...)")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    validate_preferences(rows, require_margin=require_margin)
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {n}: not a JSON object ({e.msg}); the file is damaged - delete it and "
+                             f"re-run the notebook that wrote it") from None
+    try:
+        validate_preferences(rows, require_margin=require_margin)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return rows
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -328,6 +329,8 @@ def dynamic_target_margins(
     """
     _nonneg(gamma0, "gamma0")
     tau = _positive(tau, "tau")
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
     g = gaps.detach().double().reshape(-1).cpu().numpy()
     if context is not None and context.numel():
         g = np.concatenate([context.detach().double().reshape(-1).cpu().numpy(), g])

@@ -48,6 +48,32 @@ def _columns(dataset) -> set[str]:
     return set(names or [])
 
 
+def _check_preference_dataset(ds, split: str):
+    """Fail before TRL tokenises anything, naming the column and row, instead of a KeyError deep inside it.
+
+    Accepts what TRL accepts: text or conversational columns `chosen`/`rejected` (with or without `prompt`),
+    or already-tokenised `chosen_ids`/`rejected_ids`. Text rows must be non-empty strings."""
+    if not hasattr(ds, "column_names") or not hasattr(ds, "__len__"):
+        return  # streaming datasets: nothing to check without reading them
+    cols = _columns(ds)
+    if len(ds) == 0:
+        raise ValueError(f"{split} is empty: at least one preference pair is needed")
+    if {"chosen_ids", "rejected_ids"} <= cols:
+        return
+    missing = [c for c in ("chosen", "rejected") if c not in cols]
+    if missing:
+        raise ValueError(f"{split} has no column {missing[0]!r}; a preference dataset needs 'chosen' and "
+                         f"'rejected' (and usually 'prompt'), this one has {sorted(cols)}")
+    for c in ("prompt", "chosen", "rejected"):
+        if c not in cols or not isinstance(ds[0][c], str):
+            continue  # conversational rows (lists of messages) are TRL's to check
+        for i, v in enumerate(ds[c]):
+            if not isinstance(v, str):
+                raise ValueError(f"{split}: column {c!r} row {i} is {type(v).__name__} ({v!r}), expected a string")
+            if c != "prompt" and not v.strip():
+                raise ValueError(f"{split}: column {c!r} row {i} is an empty string")
+
+
 def _check_margins(values, split: str):
     """Fail before training, naming the row, rather than at the batch that holds a NaN margin."""
     for i, v in enumerate(values):
@@ -82,6 +108,11 @@ class ApoTrainer(DPOTrainer):
             loss_kwargs["beta"] = training_args.beta
         # Validate the loss before TRL loads or tokenises anything.
         self.objective = Objective(loss_name, **loss_kwargs) if loss_name is not None else None
+        for split in ("train_dataset", "eval_dataset"):
+            ds = given.get(split)
+            for name, part in (ds.items() if isinstance(ds, dict) else [(split, ds)]):
+                if part is not None:
+                    _check_preference_dataset(part, name if name == split else f"{split}[{name!r}]")
         if self.objective is not None and self.objective.needs_margin:
             for split in ("train_dataset", "eval_dataset"):
                 ds = given.get(split)

@@ -3,7 +3,7 @@
 import pytest
 from datasets import Dataset
 
-from apo_utils.data import flip_labels, validate_preferences
+from apo_utils.data import flip_labels, load_pairs, save_pairs, validate_preferences
 
 
 def rows(n=10):
@@ -68,3 +68,14 @@ def test_flips_are_exact_deterministic_nested_and_negate_the_margin():
 def test_noise_rate_outside_range_is_named(rate):
     with pytest.raises(ValueError, match="noise rate must lie in"):
         flip_labels(rows(), rate)
+
+
+def test_a_damaged_pairs_file_is_named_with_its_line(tmp_path):
+    path = save_pairs(rows(3), tmp_path / "pairs.jsonl")
+    assert load_pairs(path) == rows(3)
+    path.write_text(path.read_text() + '{"prompt": "p9", "chosen": \n')  # a write cut short
+    with pytest.raises(ValueError, match=r"pairs.jsonl, line 4: not a JSON object"):
+        load_pairs(path)
+    path.write_text('{"prompt": "p", "chosen": "c"}\n')
+    with pytest.raises(ValueError, match=r"pairs.jsonl: missing column 'rejected'"):
+        load_pairs(path)

@@ -205,6 +205,12 @@ def test_gamma_po_solver_matches_the_written_out_iteration(n, gamma0, tau, scale
     assert out.sum().item() == pytest.approx(n * gamma0, rel=1e-12)
 
 
+@pytest.mark.parametrize("steps", [-1, 2.5, True, "20"])
+def test_gamma_po_steps_must_be_a_whole_number(steps):
+    with pytest.raises(ValueError, match="steps must be a whole number"):
+        Objective("gamma_dpo", steps=steps)
+
+
 def test_gamma_po_margins_grow_with_confidence_and_average_to_gamma0():
     gaps = torch.linspace(-3, 3, 64)
     gam = L.dynamic_target_margins(gaps, gamma0=1.0, tau=1.0, steps=200)

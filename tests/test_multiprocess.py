@@ -8,6 +8,7 @@ off) shows that this changes the loss, so the equality checked here is not autom
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,10 +28,12 @@ def _run(tmp: Path, tag: str, processes: int, *extra) -> dict:
     if processes == 1:
         cmd = [sys.executable, str(HELPER)]
     else:
-        # --standalone: torchrun picks a free port itself, so two launches in a row (or another job on
-        # the machine) never collide on a fixed master port.
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               str(HELPER)]
+        # `accelerate launch --multi_gpu` starts the processes with torch's elastic launcher; on a machine
+        # without GPUs the trainer's `use_cpu=True` makes each one join a gloo (CPU) process group. A free port
+        # is asked for each launch, so two launches in a row (or another job) never collide.
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), str(HELPER)]
     per_device = 8 // processes
     args = cmd + [",".join(LOSSES), str(per_device), str(out), str(tmp / tag), *extra]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
@@ -39,9 +42,16 @@ def _run(tmp: Path, tag: str, processes: int, *extra) -> dict:
         # "terminate called without an active exception") is a launch failure, not a wrong result: try once
         # more. A failure of the checks themselves never lands here - the helper would have exited cleanly.
         print(f"multiprocess launch of {tag!r} crashed at start-up, retrying once:\n{proc.stderr[-1500:]}")
+        args[args.index("--main_process_port") + 1] = str(_free_port())
         proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _launch_crash(stderr: str) -> bool:

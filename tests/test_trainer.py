@@ -141,6 +141,20 @@ def test_trainer_errors_name_what_is_wrong(tok, tmp_path):
         make(ApoTrainer, tok, tmp_path, ds, loss_name="dpo", loss_kwargs={"beta": -1.0})
 
 
+@pytest.mark.parametrize("edit,message", [
+    (lambda ds: ds.remove_columns("rejected"), r"train_dataset has no column 'rejected'.*\['chosen', 'margin', 'prompt'\]"),
+    (lambda ds: ds.select([]), "train_dataset is empty"),
+    (lambda ds: Dataset.from_list([dict(r, chosen="  ") if i == 3 else r for i, r in enumerate(ds.to_list())]),
+     "train_dataset: column 'chosen' row 3 is an empty string"),
+    (lambda ds: Dataset.from_list([dict(r, rejected=None) if i == 2 else r for i, r in enumerate(ds.to_list())]),
+     "train_dataset: column 'rejected' row 2 is NoneType"),
+])
+def test_malformed_datasets_fail_before_tokenising(tok, tmp_path, edit, message):
+    """Without these checks TRL fails later with a bare KeyError or StopIteration that names nothing."""
+    with pytest.raises(ValueError, match=message):
+        make(ApoTrainer, tok, tmp_path, edit(pairs()), loss_name="dpo")
+
+
 def _reward_setup(tok, tmp_path, mode):
     ds = pairs(16)
     model = tiny_reward_model(tok, seed=0)

@@ -1,8 +1,8 @@
 """Train the tiny model for three steps with each of some apo losses and dump the logged metrics as JSON.
 
 tests/test_multiprocess.py runs it on the same global batch of 8 pairs twice: in one process with
-batch 8, and with `python -m torch.distributed.run --nproc_per_node 2` (what `accelerate launch` starts
-on GPUs) with batch 4 per process.
+batch 8, and under `accelerate launch --multi_gpu --num_processes 2` (on a CPU-only machine the
+trainer's `use_cpu=True` turns that into two gloo processes) with batch 4 per process.
 
     python multiprocess_train.py LOSS[,LOSS...] PER_DEVICE_BATCH OUT.json WORKDIR [no-gather]
 """
