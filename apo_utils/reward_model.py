@@ -88,6 +88,9 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=5, save_strategy="no",
         report_to="none", bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(), seed=seed,
         data_seed=seed, max_length=max_length, disable_tqdm=not progress, dataloader_num_workers=0,
+        # TRL's RewardConfig turns activation checkpointing on: it recomputes the forward pass during the
+        # backward one to save memory a 270M model does not need, and changes no result (as in train_policy).
+        gradient_checkpointing=False,
     )
     peft_config = None
     if lora_r:

@@ -141,3 +141,21 @@ def test_reward_model_learns_the_scorer_and_is_reused(tmp_path):
     assert qs["truth_accuracy"] > 0.6 and qs["pearson"] > 0.2, qs
     with pytest.raises(ValueError, match="'margin' in every row"):
         train_reward_model(train, "tiny", tmp_path, lora_r=0, progress=False, log=lambda *_: None, margin_mode="soft")
+
+
+def test_reward_model_trains_without_activation_checkpointing(tmp_path, monkeypatch):
+    """TRL's RewardConfig asks for it; it only recomputes activations, so train_reward_model turns it off."""
+    from apo_utils import reward_model
+
+    seen = []
+    original = reward_model.MarginRewardTrainer.__init__
+
+    def init(self, *a, **k):
+        seen.append(k["args"])
+        original(self, *a, **k)
+
+    monkeypatch.setattr(reward_model.MarginRewardTrainer, "__init__", init)
+    rows = [{"prompt": f"Film {i} was", "chosen": " great and lovely", "rejected": " dull"} for i in range(16)]
+    reward_model.train_reward_model(rows, "tiny", tmp_path, epochs=1, batch_size=8, lr=1e-3, lora_r=0,
+                                    progress=False, log=lambda *_: None)
+    assert len(seen) == 1 and seen[0].gradient_checkpointing is False
