@@ -15,6 +15,10 @@ def test_benchmark_on_the_tiny_model():
     for r in res["losses"].values():
         assert r["median_s"] > 0 and math.isfinite(r["ratio_to_trl_sigmoid"]) and r["train_tokens_per_s"] > 0
     assert res["tokens_per_batch"] > 0 and res["generation_tokens_per_s"] > 0 and res["git"]["commit"]
+    both = bench.combine([res, res])
+    dpo = res["losses"]["dpo"]["ratio_to_trl_sigmoid"]
+    assert both["repeats"] == 2 and both["losses"]["dpo"]["ratio_per_repeat"] == [dpo, dpo]
+    assert both["worst_ratio"] == res["worst_ratio"]
 
 
 def test_stateful_losses_are_timed_in_their_steady_state():
