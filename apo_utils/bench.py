@@ -109,8 +109,6 @@ def run(model_name: str = "tiny", batch_size: int = 8, words: int = 24, rounds: 
             if r:
                 times[n].append(time.perf_counter() - t)
             tr.model.zero_grad(set_to_none=True)
-        _steady_state(trainers["gamma_dpo"][0], seed + r)
-        _steady_state(trainers["gamma_simpo"][0], seed + r)
         log(f"round {r}/{rounds} done")
     base = times["trl_sigmoid"]
     tokens = int(trainers["trl_sigmoid"][2]["attention_mask"].sum())
