@@ -152,9 +152,15 @@ def _sigmoid_ce(z: torch.Tensor, scale: float | torch.Tensor, target: float | to
     """Cross-entropy of a Bernoulli(target) label against sigma(z), and its derivative in h.
 
     loss = -t log sigma(z) - (1-t) log sigma(-z),  dloss/dz = sigma(z) - t,  and z = scale*h + const.
+
+    sigma(z) - t is written (1-t) sigma(z) - t sigma(-z): for t = 1 that is -sigma(-z), which keeps its
+    digits on confident pairs, where 1 - sigma(z) in float32 would cancel to a few bits (z = 10: 4.5e-5).
     """
     losses = -target * F.logsigmoid(z) - (1.0 - target) * F.logsigmoid(-z)
-    grad = scale * (torch.sigmoid(z) - target)
+    if isinstance(target, (int, float)) and target == 1.0:
+        grad = -scale * torch.sigmoid(-z)
+    else:
+        grad = scale * ((1.0 - target) * torch.sigmoid(z) - target * torch.sigmoid(-z))
     return losses, grad.detach()
 
 
@@ -417,8 +423,8 @@ def amapo_loss(
     mu, s = mean and std of h over the (global) batch, detached;
     m_i = beta exp(((mu - h_i)/s) mu) if h_i < mu else 0, detached;  loss = -log sigma(beta h_i - m_i).
     Pairs below the batch mean get a margin and so more gradient; pairs above get none.
-    `gathered_h` (h of every process) makes mu and s global. With no spread (s = 0, a batch of one or
-    all-equal h) no pair is below the mean and m = 0. The exponent is capped at `max_exponent`, which
+    `gathered_h` (h of every process) makes mu and s global. With no spread (a batch of one, or h equal to
+    within float32 resolution) no pair is below the mean and m = 0. The exponent is capped at `max_exponent`, which
     only touches pairs whose sigma(m - beta h) is already 1 to float precision: the gradient is unchanged.
     """
     beta = _positive(beta, "beta")
@@ -429,10 +435,16 @@ def amapo_loss(
         pc, pr = _pairs(policy_chosen_logps=pc, policy_rejected_logps=pr)
         h = pc - pr
     hs = h.detach() if gathered_h is None else gathered_h.detach().float()
-    mu = hs.mean()
-    s = hs.std(unbiased=True) if hs.numel() > 1 else torch.zeros((), device=h.device)
+    # mu and s in float64: the mean of n equal float32 numbers is then exact, so all-equal h give s = 0.
+    h64 = hs.double()
+    mu64 = h64.mean()
+    s64 = h64.std(unbiased=True) if hs.numel() > 1 else torch.zeros((), dtype=torch.float64, device=h.device)
+    mu, s = mu64.float(), s64.float()
     hd = h.detach()
-    spread = bool(torch.isfinite(s) and s > 1e-12 * max(1.0, float(mu.abs())))
+    # A spread below float32's resolution of the h themselves (a few ulps of max|h|) is rounding in how h was
+    # computed, not a difference between pairs: Z-normalising it would turn one ulp into a margin of ~beta e^mu.
+    resolution = 8 * torch.finfo(torch.float32).eps * float(h64.abs().max()) if hs.numel() else 0.0
+    spread = bool(torch.isfinite(s64) and s64 > resolution and s64 > 0)
     if spread:
         expo = ((mu - hd) / s * mu).clamp(max=max_exponent)
         m = torch.where(hd < mu, beta * torch.exp(expo), torch.zeros_like(hd))
@@ -463,7 +475,7 @@ def batch_statistic(name: str, pc, pr, rc=None, rr=None, *, chosen_lengths=None,
         if length_norm:
             return _normalised_margin(pc, pr, chosen_lengths, rejected_lengths).detach()
         return (pc - pr).detach()
-    b = inspect.signature(LOSSES[name]).parameters["beta"].default if beta is None else beta
+    b = default_beta(name) if beta is None else beta
     if name == "gamma_simpo":
         return (b * _normalised_margin(pc, pr, chosen_lengths, rejected_lengths)).detach()
     return (b * _reference_margin(pc, pr, rc, rr)).detach()
@@ -522,6 +534,11 @@ LOSSES = {
 # Which inputs each loss reads beyond the policy log-probs (and response lengths, always passed).
 NEEDS_REFERENCE = {"dpo", "ipo", "cdpo", "robust", "beta_dpo", "madpo", "gamma_dpo", "mmpo"}
 NEEDS_MARGIN = {"madpo", "mmpo"}
+
+
+def default_beta(name: str) -> float:
+    """The beta a loss uses when none is given (0.1 for the DPO family, 2.0 for SimPO, gamma-SimPO and AMaPO)."""
+    return inspect.signature(LOSSES[check_loss_name(name)]).parameters["beta"].default
 
 
 def check_loss_name(name: str) -> str:

@@ -347,6 +347,73 @@ def test_amapo_all_equal_margins_give_no_adaptive_margin():
     assert torch.isfinite(out.losses).all() and out.stats["margin"].max() < 1e3
 
 
+@pytest.mark.parametrize("hbar", [0.1, -0.37, 1.0 / 3.0, 2.5, 1e-3, 40.0])
+@pytest.mark.parametrize("n", [2, 3, 7, 64, 1000])
+def test_amapo_equal_margins_give_exactly_the_plain_loss(hbar, n):
+    """All-equal h: no pair is below the mean, m = 0, loss = -log sigma(beta h). Before, a one-ulp rounding of the
+    float32 mean counted as spread and gave every pair m ~ beta e^mu (h = 0.1: m = 2.2, the loss x3.6)."""
+    one = torch.ones(n)
+    h = torch.full((n,), hbar)
+    out = L.amapo_loss(h, torch.zeros(n), beta=2.0, chosen_lengths=one, rejected_lengths=one)
+    assert (out.stats["margin"] == 0).all()
+    torch.testing.assert_close(out.losses, -torch.nn.functional.logsigmoid(2.0 * h))
+    # The same h reached through different lengths: equal to within an ulp or two, still no spread.
+    lengths = torch.randint(1, 50, (n,), generator=torch.Generator().manual_seed(n)).float()
+    out = L.amapo_loss(hbar * lengths, torch.zeros(n), beta=2.0, chosen_lengths=lengths, rejected_lengths=one)
+    assert (out.stats["margin"] == 0).all(), out.stats["margin"]
+    # ...and in multi-process form, with the gathered h of the global batch.
+    out = L.amapo_loss(h[:1], torch.zeros(1), beta=2.0, chosen_lengths=one[:1], rejected_lengths=one[:1], gathered_h=h)
+    assert (out.stats["margin"] == 0).all()
+
+
+def test_amapo_a_real_small_spread_still_counts():
+    """The no-spread rule must not swallow real differences: h = 0.1 +- 1e-4 is far above float32 resolution."""
+    h = torch.tensor([0.1 - 1e-4, 0.1, 0.1 + 1e-4])
+    one = torch.ones(3)
+    out = L.amapo_loss(h, torch.zeros(3), beta=2.0, chosen_lengths=one, rejected_lengths=one)
+    mu, s = h.double().mean(), h.double().std()
+    expected = 2.0 * math.exp(float((mu - h[0].double()) / s * mu))
+    assert out.stats["margin"][0].item() == pytest.approx(expected, rel=1e-4)
+    assert out.stats["margin"][1:].eq(0).all()
+
+
+@pytest.mark.parametrize("name", ["dpo", "cdpo", "madpo", "mmpo", "simpo", "gamma_dpo", "amapo", "ipo", "robust"])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_grad_weight_keeps_its_digits_on_confident_pairs(name, sign):
+    """beta h of 5-15 (confident pairs): dloss/dh against its closed form in float64, relative error <= 1e-5. Computing 1 - sigma(z) in float32 lost up to 17 % there."""
+    n = 11
+    beta = 2.0 if name in {"simpo", "amapo"} else 1.0
+    h = sign * torch.linspace(5.0, 15.0, n, dtype=torch.float64) / beta
+    z = torch.zeros(n, dtype=torch.float64)
+    kw = dict(beta=beta, margin=torch.linspace(-1, 1, n), chosen_lengths=torch.ones(n), rejected_lengths=torch.ones(n))
+    if name == "gamma_dpo":
+        kw["gamma_beta_ratio"] = 0.0  # a margin of zero for every pair: the gradient is DPO's, h-dependence aside
+    if name == "amapo":
+        kw["gathered_h"] = torch.full((n,), 100.0)  # batch mean far above: m = beta e^{...} capped, detached
+    out = L.LOSSES[name](h.float(), z.float(), z.float(), z.float(), **kw)
+    # float64 reference of dloss/dh from the closed forms the losses implement (their float32 agreement with
+    # autograd is test_grad_weight_matches_autograd); the same float32 h goes into both
+    h = h.float().double()
+    t = {"cdpo": 0.9, "mmpo": torch.sigmoid(kw["margin"].double())}.get(name, 1.0)
+    zz = beta * h
+    if name == "amapo":
+        zz = zz - out.stats["margin"].double()
+    if name == "ipo":
+        want = 2.0 * (h - 1.0 / (2.0 * beta))
+    elif name == "robust":
+        eps = 0.1
+        want = -beta * ((1 - eps) * torch.sigmoid(-zz) + eps * torch.sigmoid(zz)) / (1 - 2 * eps)
+    elif name == "simpo":
+        zz = zz - 0.5 * beta
+        want = -beta * torch.sigmoid(-zz)
+    else:
+        want = beta * ((1 - t) * torch.sigmoid(zz) - t * torch.sigmoid(-zz))
+    if name == "madpo":
+        want = want * out.stats["weight"].double()
+    got = out.grad_weight.double()
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=0)
+
+
 # ----------------------------------------------------------------- errors
 
 
