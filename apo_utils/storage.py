@@ -10,6 +10,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 
@@ -62,3 +63,52 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
 def read_json(path: str | os.PathLike):
     with open(path) as f:
         return json.load(f)
+
+
+def set_aside(path: str | os.PathLike, why: str) -> Path:
+    """Rename a damaged file to NAME.damaged (kept for a look, out of the way of a re-run) and say so."""
+    path = Path(path)
+    aside = path.with_name(path.name + ".damaged")
+    os.replace(path, aside)
+    warnings.warn(f"{path} is damaged ({why}); moved to {aside.name} and recomputing it", stacklevel=3)
+    return aside
+
+
+def read_json_or_none(path: str | os.PathLike, expect: type = dict):
+    """The JSON value in `path`, or None when it is missing or damaged (then it is set aside with a warning).
+
+    For cache entries: a file cut short or overwritten must cost a recomputation, not every later run."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        value = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        set_aside(path, f"{type(e).__name__}: {e}")
+        return None
+    if not isinstance(value, expect):
+        set_aside(path, f"holds a {type(value).__name__}, expected a {expect.__name__}")
+        return None
+    return value
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """None if `path` is a whole safetensors file, else what is wrong with it. Reads the header only.
+
+    A file cut short keeps a valid header, so its size is checked against the end of the last tensor."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or 8 + n > size:
+                return f"header length {n} does not fit a file of {size} bytes"
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"unreadable header ({type(e).__name__}: {e})"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if size != 8 + n + max(ends, default=0):
+        return f"{size} bytes where the header describes {8 + n + max(ends, default=0)}: cut short or padded"
+    return None
