@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import profiles
-from .storage import atomic_write_json, read_json, repo_root
+from .storage import atomic_write_json, read_json_or_none, repo_root
 
 ALWAYS = ("06_summary",)  # cheap, and must see the records the other notebooks just wrote
 
@@ -53,8 +53,9 @@ def run(profile: str = "auto", seed: int = 0, output_dir: str | Path = "outputs"
         target.parent.mkdir(parents=True, exist_ok=True)
         marker = target.with_suffix(".finished.json")
         key = _finished_key(nb, profile, seed)
-        if not force and nb.stem not in ALWAYS and marker.exists() and read_json(marker).get("key") == key:
-            log(f"[{i}/{len(todo)}] {nb.stem}: finished before ({read_json(marker)['finished']}), skipped; "
+        finished = None if force or nb.stem in ALWAYS else read_json_or_none(marker)
+        if finished is not None and finished.get("key") == key:
+            log(f"[{i}/{len(todo)}] {nb.stem}: finished before ({finished.get('finished')}), skipped; "
                 "--force re-runs it")
             done.append(target)
             continue

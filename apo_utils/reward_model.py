@@ -9,6 +9,7 @@ The trained model is saved as safetensors under the run's output folder and reus
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from trl import RewardConfig
 from trl.trainer.reward_trainer import DataCollatorForPreference as RewardCollator
 
 from .cache import fingerprint
-from .storage import atomic_write_bytes
+from .storage import atomic_write_bytes, safetensors_problem
 from .models import load_reward_model
 from .trainer import MarginRewardTrainer
 
@@ -71,6 +72,10 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
     info = {"backbone": prov, "key": key, "lora_r": lora_r, "epochs": epochs, "lr": lr,
             "n_train": len(train_rows), "margin_mode": margin_mode, "gamma_bt": gamma_bt}
     done = folder / "DONE"
+    weights = folder / "model" / ("adapter_model.safetensors" if lora_r else "model.safetensors")
+    if done.exists() and (problem := safetensors_problem(weights)):
+        warnings.warn(f"reward model {folder} is damaged ({weights.name}: {problem}); training it again", stacklevel=2)
+        done.unlink()
     if done.exists():
         log(f"reward model: reusing {folder}")
         if lora_r:

@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from .generation import generate
 from .models import load_causal_lm
 from .objective import Objective
 from .ranking import completion_stats, pair_logps
-from .storage import atomic_write_bytes, atomic_write_json, read_json
+from .storage import atomic_write_bytes, atomic_write_json, read_json, read_json_or_none, safetensors_problem
 from .trainer import ApoTrainer
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -51,6 +52,9 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
                       [(r["prompt"], r["chosen"], r["rejected"], r.get("margin")) for r in train_rows])
     folder = Path(out_dir) / f"{method}-{key}"
     base, tok, prov = load_causal_lm(backbone, seed=seed, log=lambda *_: None)
+    if (folder / "DONE").exists() and _finished_run_damaged(folder):
+        (folder / "DONE").unlink()  # train it again below; a checkpoint left from before is not trusted either
+        shutil.rmtree(folder / "trainer", ignore_errors=True)
     if (folder / "DONE").exists():
         model = PeftModel.from_pretrained(base, folder / "adapter")
         if torch.cuda.is_available():
@@ -86,13 +90,21 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
                              loss_name=method, loss_kwargs={**loss_kwargs, "beta": beta}, callbacks=callbacks)
         if not progress:  # without a progress bar the Trainer prints every log line; the info file keeps them
             trainer.remove_callback(PrinterCallback)
+        resume = _last_complete_checkpoint(folder / "trainer")
+        # What the callbacks saved up to the checkpoint; if a file is lost or damaged, those steps cannot be
+        # measured again, so the run starts over rather than resume with a hole in its record.
+        tracked = read_json_or_none(folder / "track.json", list) if track is not None else []
+        kept = read_json_or_none(folder / "pair_log.json", list) if log_pairs else []
+        if resume and (tracked is None or kept is None):
+            log(f"{method}: the measurements saved with {resume.name} are missing or damaged; starting over")
+            resume = None
+        if not resume:
+            tracked, kept = [], []
         tracker = None
         if track is not None:
-            tracker = _Tracker(track, tok, track_every, folder / "track.json")
+            tracker = _Tracker(track, tok, track_every, folder / "track.json", tracked)
             trainer.add_callback(tracker)
-        resume = _last_complete_checkpoint(folder / "trainer")
         if log_pairs:
-            kept = read_json(folder / "pair_log.json") if resume and (folder / "pair_log.json").exists() else []
             done = int(resume.name.split("-")[1]) if resume else 0
             trainer.pair_log = [e for e in kept if e["step"] <= done]
             trainer.add_callback(_PairLogSaver(trainer, folder / "pair_log.json"))
@@ -142,9 +154,9 @@ class _Tracker(TrainerCallback):
     Entries are written atomically after each measurement, so a resumed run keeps the ones it had.
     """
 
-    def __init__(self, fn, tok, every: int | None, path: Path):
+    def __init__(self, fn, tok, every: int | None, path: Path, entries: list):
         self.fn, self.tok, self.every, self.path = fn, tok, every, path
-        self.entries = read_json(path) if path.exists() else []
+        self.entries = list(entries)
 
     def record(self, model, step: int):
         if any(e["step"] == step for e in self.entries):
@@ -178,9 +190,41 @@ class _PairLogSaver(TrainerCallback):
 
 
 def _last_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint-N whose trainer state was written (the Trainer writes it last)."""
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+    """The newest checkpoint-N that is whole: its trainer state written (the Trainer writes it last) and readable,
+    its adapter weights and the loss's state intact. A damaged one is named and passed over for the one before."""
+    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    for p in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        if not (p / "trainer_state.json").exists():
+            continue  # killed while saving: not a checkpoint yet
+        problem = _checkpoint_problem(p)
+        if problem is None:
+            return p
+        warnings.warn(f"checkpoint {p} is damaged ({problem}); resuming from an earlier one", stacklevel=2)
+    return None
+
+
+def _checkpoint_problem(p: Path) -> str | None:
+    for name in ("trainer_state.json", "apo_objective.json"):
+        if (p / name).exists():
+            try:
+                read_json(p / name)
+            except (OSError, ValueError) as e:
+                return f"{name}: {type(e).__name__}"
+    for weights in p.glob("*.safetensors"):
+        problem = safetensors_problem(weights)
+        if problem:
+            return f"{weights.name}: {problem}"
+    return None
+
+
+def _finished_run_damaged(folder: Path) -> bool:
+    """A finished run whose files cannot be read back is trained again (with a warning), not failed on forever."""
+    info = read_json_or_none(folder / "info.json")
+    problem = ("info.json missing or damaged" if info is None else
+               safetensors_problem(folder / "adapter" / "adapter_model.safetensors"))
+    if problem:
+        warnings.warn(f"finished run {folder} is damaged ({problem}); training it again", stacklevel=3)
+    return problem is not None
 
 
 def completion_logprobs(model, tok, prompts: list[str], completions: list[str], batch_size: int = 16) -> np.ndarray:
@@ -267,8 +311,9 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
                       scorer.description if prompts else None,
                       *([extra] if any([pair_sets, track_sets, track_every, n_eval_prompts is not None, log_pairs]) else []))
     path = Path(out_dir) / "runs" / f"{method}-s{seed}-{key}.json"
-    if path.exists():  # finished before: the record says so, so a cached re-run's time is not mistaken for a run's
-        return {**read_json(path), "reused": True}
+    done = read_json_or_none(path)  # a damaged result is set aside (with a warning) and measured again
+    if done is not None:  # finished before: the record says so, so a cached re-run's time is not mistaken for a run's
+        return {**done, "reused": True}
 
     def measure(model, tok):
         return {name: _listed(pair_logps(model, tok, rs)) for name, rs in track_sets.items()}

@@ -154,3 +154,48 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path):
     keys = ["loss", "apo/gamma", "apo/ranking_accuracy", "logps/chosen"]
     assert [[e[k] for k in keys] for e in a["log"]] == [[e[k] for k in keys] for e in b["log"]]
     assert [e["loss"] for e in a["log"]] != [e["loss"] for e in c["log"]]
+
+
+def _cut(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("damage", ["adapter", "info"])
+def test_a_damaged_finished_run_is_trained_again(tmp_path, damage):
+    rows = _pairs(16)
+    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=8, lr=5e-3, lora_r=8, log=lambda *_: None)
+    _, _, first = train_policy("dpo", rows, "tiny", tmp_path, **kw)
+    (run,) = tmp_path.glob("dpo-*")
+    if damage == "adapter":
+        _cut(run / "adapter" / "adapter_model.safetensors")
+    else:
+        (run / "info.json").write_text('{"method": "dpo", "lo')
+    with pytest.warns(UserWarning, match=rf"finished run .*{run.name} is damaged.*training it again"):
+        _, _, again = train_policy("dpo", rows, "tiny", tmp_path, **kw)
+    assert not again["reused"]
+    np.testing.assert_allclose([h["loss"] for h in again["log"]], [h["loss"] for h in first["log"]], rtol=1e-5)
+    _, _, third = train_policy("dpo", rows, "tiny", tmp_path, **kw)
+    assert third["reused"]  # repaired on disk
+
+
+def test_a_damaged_checkpoint_is_passed_over_for_an_earlier_one(tmp_path):
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 5:
+                raise KeyboardInterrupt("simulated kill")
+
+    rows = _pairs()
+    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, save_steps=2)
+    ref, _, info_ref = train_policy("dpo", rows, "tiny", tmp_path / "unbroken", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train_policy("dpo", rows, "tiny", tmp_path / "killed", callbacks=[Kill()], **kw)
+    (run,) = (tmp_path / "killed").glob("dpo-*")
+    _cut(run / "trainer" / "checkpoint-4" / "adapter_model.safetensors", 0.9)
+    said = []
+    with pytest.warns(UserWarning, match=r"checkpoint-4 is damaged .*adapter_model.safetensors"):
+        resumed, _, info = train_policy("dpo", rows, "tiny", tmp_path / "killed", **{**kw, "log": said.append})
+    assert said == ["resuming dpo from checkpoint-2"]
+    np.testing.assert_allclose([h["loss"] for h in info["log"]], [h["loss"] for h in info_ref["log"]], rtol=1e-5)
