@@ -8,6 +8,7 @@ reports the first bad one by column and index, so a malformed file fails before 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 from pathlib import Path
@@ -17,48 +18,95 @@ import numpy as np
 from .storage import atomic_write_bytes
 
 REQUIRED = ("prompt", "chosen", "rejected")
+log = logging.getLogger(__name__)
 
 
-def _rows_and_columns(dataset):
+def _columns(dataset) -> list[str]:
+    names = getattr(dataset, "column_names", None)
+    if isinstance(names, dict):  # DatasetDict
+        return sorted(set().union(*names.values()))
+    return list(names or [])
+
+
+def _rows_and_columns(dataset, name: str):
     if hasattr(dataset, "column_names") and hasattr(dataset, "__getitem__"):  # datasets.Dataset
         cols = list(dataset.column_names)
         return cols, {c: dataset[c] for c in cols}
     if isinstance(dataset, list):
         if not dataset:
-            raise ValueError("the preference dataset is empty")
+            raise ValueError(f"{name} is empty: at least one preference pair is needed")
         if not all(isinstance(r, dict) for r in dataset):
-            raise ValueError("a preference dataset given as a list must hold one dict per row")
+            raise ValueError(f"{name} is a list, so it must hold one dict per row")
         cols = list(dataset[0].keys())
         for i, r in enumerate(dataset):
             if set(r) != set(cols):
-                raise ValueError(f"row {i} has columns {sorted(r)}, row 0 has {sorted(cols)}")
+                raise ValueError(f"{name}: row {i} has columns {sorted(r)}, row 0 has {sorted(cols)}")
         return cols, {c: [r[c] for r in dataset] for c in cols}
-    raise ValueError(f"expected a datasets.Dataset or a list of dicts, got {type(dataset).__name__}")
+    raise ValueError(f"{name}: expected a datasets.Dataset or a list of dicts, got {type(dataset).__name__}")
 
 
-def validate_preferences(dataset, require_margin: bool = False):
-    """Raise ValueError naming the column and first bad row; return the dataset unchanged if it is sound."""
-    cols, data = _rows_and_columns(dataset)
-    for c in REQUIRED:
+def _is_conversation(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(m, dict) and "role" in m and "content" in m for m in v)
+
+
+def _check_text_column(c: str, values: list, where: str):
+    """Every row a non-empty string, or every row a conversation (a list of {'role', 'content'} messages), as TRL
+    reads a column by its first row: a None or a number anywhere, row 0 included, is named here, not inside TRL."""
+    conversational = _is_conversation(values[0]) if values else False
+    for i, v in enumerate(values):
+        if conversational:
+            if not _is_conversation(v):
+                raise ValueError(f"{where}column {c!r} row {i} is {type(v).__name__} ({v!r:.80}), expected a list of "
+                                 f"{{'role', 'content'}} messages like row 0")
+        elif not isinstance(v, str):
+            raise ValueError(f"{where}column {c!r} row {i} is {type(v).__name__} ({v!r:.80}), expected a string")
+        elif c != "prompt" and not v.strip():
+            raise ValueError(f"{where}column {c!r} row {i} is an empty string")
+
+
+def _check_margin_column(values: list, where: str):
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ValueError(f"{where}column 'margin' row {i} is {type(v).__name__} ({v!r:.80}), expected a number")
+        if not math.isfinite(v):
+            raise ValueError(f"{where}column 'margin' row {i} is {v}, expected a finite number")
+
+
+def validate_preferences(dataset, require_margin: bool = False, *, check_margin: bool = True,
+                         require_prompt: bool = True, where: str | None = None):
+    """Raise ValueError naming the column and first bad row; return the dataset unchanged if it is sound.
+
+    The one check of a preference dataset, used by `load_pairs`, `save_pairs` and `ApoTrainer` (which passes
+    `where`, e.g. 'train_dataset', to start every message). Columns `chosen`/`rejected` (and `prompt` unless
+    require_prompt=False, as TRL can take the prompt from a shared prefix) hold non-empty strings or
+    conversations; already tokenised `chosen_ids`/`rejected_ids` are TRL's to check. `margin`, when present
+    and check_margin, holds finite numbers. Pairs with chosen == rejected carry no preference signal: they
+    are counted in a warning, not refused.
+    """
+    prefix, name = (f"{where}: ", where) if where else ("", "the preference dataset")
+    cols, data = _rows_and_columns(dataset, name)
+    if {"chosen_ids", "rejected_ids"} <= set(cols):
+        return dataset
+    for c in REQUIRED if require_prompt else REQUIRED[1:]:
         if c not in cols:
-            raise ValueError(f"missing column {c!r}; the dataset has columns {sorted(cols)}")
-    n = len(data["prompt"])
+            raise ValueError(f"{prefix}missing column {c!r}; a preference dataset needs 'prompt', 'chosen' and "
+                             f"'rejected', this one has {sorted(cols)}")
+    n = len(data["chosen"])
     if n == 0:
-        raise ValueError("the preference dataset is empty")
+        raise ValueError(f"{name} is empty: at least one preference pair is needed")
     for c in REQUIRED:
-        for i, v in enumerate(data[c]):
-            if not isinstance(v, str):
-                raise ValueError(f"column {c!r}: row {i} is {type(v).__name__} ({v!r}), expected a string")
-            if c != "prompt" and not v.strip():
-                raise ValueError(f"column {c!r}: row {i} is an empty string")
-    if "margin" in cols:
-        for i, v in enumerate(data["margin"]):
-            if isinstance(v, bool) or not isinstance(v, numbers.Real):
-                raise ValueError(f"column 'margin': row {i} is {type(v).__name__} ({v!r}), expected a number")
-            if not math.isfinite(v):
-                raise ValueError(f"column 'margin': row {i} is {v}, expected a finite number")
-    elif require_margin:
-        raise ValueError(f"missing column 'margin' (needed by this loss); the dataset has columns {sorted(cols)}")
+        if c in cols:
+            _check_text_column(c, data[c], prefix)
+    if "margin" in cols and (check_margin or require_margin):
+        _check_margin_column(data["margin"], prefix)
+    elif require_margin and "margin" not in cols:
+        raise ValueError(f"{prefix}missing column 'margin': this loss needs a numeric 'margin' column; the "
+                         f"dataset has columns {sorted(cols)}")
+    same = [i for i, (a, b) in enumerate(zip(data["chosen"], data["rejected"])) if a == b]
+    if same:
+        rows = ", ".join(map(str, same[:5])) + (", ..." if len(same) > 5 else "")
+        log.warning("%s%d of %d pairs have chosen == rejected (rows %s): they carry no preference signal and "
+                    "only dilute the batch", prefix, len(same), n, rows)
     return dataset
 
 
@@ -123,6 +171,10 @@ def make_pairs(prompts: list[str], samples: list[list[str]], scores: list[list[f
     for i, (p, ys, ss) in enumerate(zip(prompts, samples, scores)):
         if len(ys) < 2 or len(ys) != len(ss):
             raise ValueError(f"prompt {i} needs at least two samples with one score each")
+        bad = [j for j, v in enumerate(ss) if isinstance(v, bool) or not isinstance(v, numbers.Real)
+               or not math.isfinite(v)]
+        if bad:  # a NaN score would label the pair by the noise alone, silently
+            raise ValueError(f"prompt {i}, sample {bad[0]}: score {ss[bad[0]]!r} is not a finite number")
         if quality == "high":
             a, b = 0, 1
         else:
@@ -143,8 +195,10 @@ def split_pairs(rows: list[dict], test_fraction: float, seed: int = 0) -> tuple[
     """Train/test split by row (one row per prompt here), deterministic given the seed."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    if len(rows) < 2:
+        raise ValueError(f"cannot split {len(rows)} row(s) into a train and a test part: at least 2 are needed")
     order = np.random.default_rng(seed).permutation(len(rows))
-    n_test = max(1, int(round(test_fraction * len(rows))))
+    n_test = min(len(rows) - 1, max(1, int(round(test_fraction * len(rows)))))
     test = sorted(order[:n_test].tolist())
     train = sorted(order[n_test:].tolist())
     return [rows[i] for i in train], [rows[i] for i in test]
@@ -167,10 +221,13 @@ def load_pairs(path, require_margin: bool = False) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}, line {n}: not a JSON object ({e.msg}); the file is damaged - delete it and "
                              f"re-run the notebook that wrote it") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {n}: a JSON {type(row).__name__}, not an object with one pair's columns")
+        rows.append(row)
     try:
         validate_preferences(rows, require_margin=require_margin)
     except ValueError as e:

@@ -8,8 +8,11 @@ preparation, reference log-probs, PEFT, logging, checkpoints) is TRL's own.
 
 from __future__ import annotations
 
+import atexit
 import inspect
+import logging
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,72 +23,94 @@ from trl import DPOTrainer, RewardTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from . import losses as L
+from .data import _columns, validate_preferences
 from .objective import Objective
 from .storage import atomic_write_json, read_json
 
 OBJECTIVE_STATE = "apo_objective.json"
+
+log = logging.getLogger(__name__)
 
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "margin", "pair_id"}
 
 
 @dataclass
 class MarginCollator(DataCollatorForPreference):
-    """TRL's preference collator plus a float `margin` tensor and an integer `pair_id` when the examples carry them."""
+    """TRL's preference collator plus a float `margin` tensor and an integer `pair_id` when the examples carry them.
+
+    with_margin=False leaves any margin column out: a loss that ignores margins must not fail on one."""
+
+    with_margin: bool = True
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         out = super().torch_call(examples)
-        if "margin" in examples[0]:
+        if self.with_margin and "margin" in examples[0]:
             out["margin"] = torch.tensor([float(e["margin"]) for e in examples], dtype=torch.float32)
         if "pair_id" in examples[0]:
             out["pair_id"] = torch.tensor([int(e["pair_id"]) for e in examples], dtype=torch.long)
         return out
 
 
-def _columns(dataset) -> set[str]:
-    names = getattr(dataset, "column_names", None)
-    if isinstance(names, dict):  # DatasetDict
-        return set().union(*names.values())
-    return set(names or [])
+def _splits(given: dict):
+    """(name, dataset) for every map-style dataset given, eval dicts unpacked as eval_dataset['name']."""
+    for split in ("train_dataset", "eval_dataset"):
+        ds = given.get(split)
+        for name, part in (ds.items() if isinstance(ds, dict) else [(split, ds)]):
+            if part is not None and hasattr(part, "column_names") and hasattr(part, "__len__"):
+                yield (name if name == split else f"{split}[{name!r}]"), part
 
 
-def _check_preference_dataset(ds, split: str):
-    """Fail before TRL tokenises anything, naming the column and row, instead of a KeyError deep inside it.
-
-    Accepts what TRL accepts: text or conversational columns `chosen`/`rejected` (with or without `prompt`),
-    or already-tokenised `chosen_ids`/`rejected_ids`. Text rows must be non-empty strings."""
-    if not hasattr(ds, "column_names") or not hasattr(ds, "__len__"):
-        return  # streaming datasets: nothing to check without reading them
-    cols = _columns(ds)
-    if len(ds) == 0:
-        raise ValueError(f"{split} is empty: at least one preference pair is needed")
-    if {"chosen_ids", "rejected_ids"} <= cols:
-        return
-    missing = [c for c in ("chosen", "rejected") if c not in cols]
-    if missing:
-        raise ValueError(f"{split} has no column {missing[0]!r}; a preference dataset needs 'chosen' and "
-                         f"'rejected' (and usually 'prompt'), this one has {sorted(cols)}")
-    for c in ("prompt", "chosen", "rejected"):
-        if c not in cols or not isinstance(ds[0][c], str):
-            continue  # conversational rows (lists of messages) are TRL's to check
-        for i, v in enumerate(ds[c]):
-            if not isinstance(v, str):
-                raise ValueError(f"{split}: column {c!r} row {i} is {type(v).__name__} ({v!r}), expected a string")
-            if c != "prompt" and not v.strip():
-                raise ValueError(f"{split}: column {c!r} row {i} is an empty string")
+def _check_pair_ids(ds, split: str):
+    for i, v in enumerate(ds["pair_id"]):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v != int(v):
+            raise ValueError(f"{split}: column 'pair_id' row {i} is {type(v).__name__} ({v!r:.80}), expected a whole number")
 
 
-def _check_margins(values, split: str):
-    """Fail before training, naming the row, rather than at the batch that holds a NaN margin."""
-    for i, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{split}: column 'margin' row {i} is {v!r}; margins must be finite numbers")
+def _destroy_process_group():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+_exit_hook_registered = False
+
+
+def destroy_process_group_at_exit():
+    """Tear down the process group while Python is still whole, not in its finalisation.
+
+    Under `accelerate launch` or `torchrun` the process group is never destroyed by TRL or accelerate. Gloo's
+    worker threads then still hold tensors when the interpreter shuts down, and freeing them there aborts the
+    process ("terminate called without an active exception", exit -6) after all the work is done: at random,
+    more often on a busy machine. An atexit hook registered after the group exists runs before that (hooks run
+    last-registered first) and is a no-op once the user has destroyed the group. Registered by every trainer
+    here; call it yourself in scripts that start a process group without one."""
+    global _exit_hook_registered
+    if not _exit_hook_registered and torch.distributed.is_available() and torch.distributed.is_initialized():
+        atexit.register(_destroy_process_group)
+        _exit_hook_registered = True
+
+
+def _choose_beta(loss_name: str, loss_kwargs: dict, args) -> dict:
+    """beta from loss_kwargs; else DPOConfig.beta for losses with a reference (it means the same thing there);
+    else the loss's own default: for SimPO-style losses beta scales a length-normalised margin, and their
+    default (2.0) is twenty times DPOConfig's. The choice is logged."""
+    if "beta" in loss_kwargs:
+        return loss_kwargs
+    if loss_name in L.NEEDS_REFERENCE and args is not None:
+        log.info("loss %r: beta=%s from DPOConfig.beta", loss_name, args.beta)
+        return dict(loss_kwargs, beta=args.beta)
+    own = L.default_beta(loss_name)
+    log.warning("loss %r: beta=%s, the loss's own default; DPOConfig.beta (%s) is not used for a reference-free "
+                "loss. Pass loss_kwargs={'beta': ...} to choose another.", loss_name, own, getattr(args, "beta", None))
+    return dict(loss_kwargs, beta=own)
 
 
 class ApoTrainer(DPOTrainer):
     """`ApoTrainer(model, args=DPOConfig(...), loss_name="madpo", loss_kwargs={"beta": 0.1}, ...)`.
 
     `loss_name` is any key of `apo_utils.losses.LOSSES`, or None to keep TRL's own `args.loss_type`.
-    The loss's beta defaults to `args.beta`. Logged next to TRL's metrics: `apo/ranking_accuracy`
+    beta: `loss_kwargs['beta']`, else `args.beta` for losses with a reference, else the loss's own default
+    (SimPO, gamma-SimPO, AMaPO: 2.0), logged either way. Datasets are checked before TRL sees them, and what
+    `max_length` drops or cuts is logged. Logged next to TRL's metrics: `apo/ranking_accuracy`
     (share of pairs with h > 0), `apo/grad_weight` (mean |dloss/dh|) and each method's diagnostics
     (`apo/weight`, `apo/gamma`, `apo/margin`, `apo/beta_used`, `apo/target`, ...).
 
@@ -102,34 +127,61 @@ class ApoTrainer(DPOTrainer):
 
     def __init__(self, *args, loss_name: str | None = "dpo", loss_kwargs: dict | None = None, **kwargs):
         given = inspect.signature(DPOTrainer.__init__).bind_partial(None, *args, **kwargs).arguments
-        training_args = given.get("args")
         loss_kwargs = dict(loss_kwargs or {})
-        if loss_name is not None and training_args is not None and "beta" not in loss_kwargs:
-            loss_kwargs["beta"] = training_args.beta
-        # Validate the loss before TRL loads or tokenises anything.
+        if loss_name is not None:
+            loss_kwargs = _choose_beta(L.check_loss_name(loss_name), loss_kwargs, given.get("args"))
+        # Validate the loss and the data before TRL loads or tokenises anything.
         self.objective = Objective(loss_name, **loss_kwargs) if loss_name is not None else None
-        for split in ("train_dataset", "eval_dataset"):
-            ds = given.get(split)
-            for name, part in (ds.items() if isinstance(ds, dict) else [(split, ds)]):
-                if part is not None:
-                    _check_preference_dataset(part, name if name == split else f"{split}[{name!r}]")
-        if self.objective is not None and self.objective.needs_margin:
-            for split in ("train_dataset", "eval_dataset"):
-                ds = given.get(split)
-                if ds is not None and "margin" not in _columns(ds):
-                    raise ValueError(f"loss {loss_name!r} needs a numeric 'margin' column; {split} has "
-                                     f"columns {sorted(_columns(ds))}")
-                if ds is not None and hasattr(ds, "__getitem__") and not isinstance(ds, dict):
-                    _check_margins(ds["margin"], split)
+        needs_margin = self.objective is not None and self.objective.needs_margin
+        sizes = {}
+        for split, ds in _splits(given):
+            validate_preferences(ds, require_margin=needs_margin, check_margin=needs_margin, require_prompt=False,
+                                 where=split)
+            if "pair_id" in ds.column_names:
+                _check_pair_ids(ds, split)
+            if "margin" in ds.column_names and not needs_margin:
+                log.info("%s: column 'margin' is not used by loss %r and is left out of the batches", split, loss_name)
+            sizes[split] = len(ds)
         super().__init__(*args, **kwargs)
+        destroy_process_group_at_exit()
         if self.objective is not None and getattr(self, "ld_alpha", None) is not None:
             raise ValueError("ld_alpha is not supported with apo losses; leave it unset")
+        self._report_truncation(sizes)
         if isinstance(self.data_collator, DataCollatorForPreference) and not isinstance(self.data_collator, MarginCollator):
             c = self.data_collator
             self.data_collator = MarginCollator(
                 pad_token_id=c.pad_token_id, max_length=c.max_length, truncation_mode=c.truncation_mode,
-                pad_to_multiple_of=c.pad_to_multiple_of,
+                pad_to_multiple_of=c.pad_to_multiple_of, with_margin=needs_margin,
             )
+        elif isinstance(self.data_collator, MarginCollator):
+            self.data_collator.with_margin = needs_margin
+
+    def _report_truncation(self, sizes: dict):
+        """Say what `max_length` did to the data, which TRL does silently: rows dropped because the prompt alone
+        fills it (all of them: an error here, not torch's `num_samples=0` later) and responses cut short."""
+        max_length, mode = self.args.max_length, self.args.truncation_mode
+        if max_length is None:
+            return
+        now = dict(_splits({"train_dataset": self.train_dataset, "eval_dataset": self.eval_dataset}))
+        for split, before in sizes.items():
+            ds = now.get(split)
+            if ds is None or "prompt_ids" not in ds.column_names:
+                continue
+            if len(ds) == 0:
+                raise ValueError(f"{split}: all {before} rows have a prompt of at least max_length={max_length} "
+                                 f"tokens, so TRL dropped every one and nothing is left to train on: raise "
+                                 f"max_length (DPOConfig) or shorten the prompts")
+            if before > len(ds):
+                log.warning("%s: %d of %d rows dropped because the prompt alone fills max_length=%d tokens; raise "
+                            "max_length or shorten those prompts", split, before - len(ds), before, max_length)
+            cut = [(lp, max(len(c), len(r))) for lp, c, r in
+                   zip(map(len, ds["prompt_ids"]), ds["chosen_ids"], ds["rejected_ids"]) if lp + max(len(c), len(r)) > max_length]
+            if cut:
+                what = (f"responses cut to as few as {min(max_length - lp for lp, _ in cut)} tokens"
+                        if mode == "keep_start" else "prompts cut from their start")
+                log.warning("%s: %d of %d pairs are longer than max_length=%d tokens (prompt + response, up to %d): "
+                            "%s. Raise max_length if that matters", split, len(cut), len(ds), max_length,
+                            max(a + b for a, b in cut), what)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -147,12 +199,17 @@ class ApoTrainer(DPOTrainer):
                 resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
             state = Path(resume_from_checkpoint) / OBJECTIVE_STATE
             if state.exists():
-                self.objective.load_state_dict(read_json(state))
+                try:
+                    self.objective.load_state_dict(read_json(state))
+                except (ValueError, KeyError, TypeError, RuntimeError) as e:
+                    raise ValueError(f"{state} is damaged ({type(e).__name__}: {e}); resume from an earlier "
+                                     f"checkpoint, or delete this one") from None
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        extra = [c for c in ("margin", "pair_id") if c not in self._signature_columns]
+        carry = ("margin", "pair_id") if self.objective is not None and self.objective.needs_margin else ("pair_id",)
+        extra = [c for c in carry if c not in self._signature_columns]
         self._signature_columns = list(self._signature_columns) + extra
 
     # ------------------------------------------------------------------ loss
@@ -264,14 +321,23 @@ class MarginRewardTrainer(RewardTrainer):
     def __init__(self, *args, margin_mode: str = "none", gamma_bt: float = 1.0, **kwargs):
         if margin_mode not in ("none", "offset", "soft"):
             raise ValueError(f"margin_mode must be 'none', 'offset' or 'soft', got {margin_mode!r}")
-        if margin_mode != "none":
-            ds = kwargs.get("train_dataset")
-            if ds is not None and "margin" not in _columns(ds):
-                raise ValueError(f"margin_mode={margin_mode!r} needs a 'margin' column; train_dataset has "
-                                 f"columns {sorted(_columns(ds))}")
+        given = inspect.signature(RewardTrainer.__init__).bind_partial(None, *args, **kwargs).arguments
+        uses_margin = margin_mode != "none"
+        for split, ds in _splits(given):
+            if uses_margin and "margin" not in ds.column_names:
+                raise ValueError(f"margin_mode={margin_mode!r} needs a 'margin' column; {split} has columns "
+                                 f"{sorted(ds.column_names)}")
+            validate_preferences(ds, require_margin=uses_margin, check_margin=uses_margin, require_prompt=False,
+                                 where=split)
+        if not uses_margin:  # plain Bradley-Terry: a margin column is not read, so it must not fail the collator
+            for split in ("train_dataset", "eval_dataset"):
+                ds = kwargs.get(split)
+                if hasattr(ds, "remove_columns") and "margin" in _columns(ds):
+                    kwargs[split] = ds.remove_columns("margin")
         self.margin_mode = margin_mode
         self.gamma_bt = L._positive(gamma_bt, "gamma_bt")
         super().__init__(*args, **kwargs)
+        destroy_process_group_at_exit()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.margin_mode == "offset":

@@ -19,11 +19,11 @@ def test_a_sound_dataset_passes_in_both_forms():
     "edit,message",
     [
         (lambda r: [{k: v for k, v in x.items() if k != "rejected"} for x in r], "missing column 'rejected'"),
-        (lambda r: r[:3] + [dict(r[3], chosen="   ")] + r[4:], r"column 'chosen': row 3 is an empty string"),
-        (lambda r: r[:5] + [dict(r[5], margin=float("nan"))] + r[6:], r"column 'margin': row 5 is nan"),
-        (lambda r: r[:2] + [dict(r[2], margin="0.5")] + r[3:], r"column 'margin': row 2 is str"),
-        (lambda r: r[:1] + [dict(r[1], prompt=None)] + r[2:], r"column 'prompt': row 1 is NoneType"),
-        (lambda r: r[:4] + [dict(r[4], margin=True)] + r[5:], r"column 'margin': row 4 is bool"),
+        (lambda r: r[:3] + [dict(r[3], chosen="   ")] + r[4:], r"column 'chosen' row 3 is an empty string"),
+        (lambda r: r[:5] + [dict(r[5], margin=float("nan"))] + r[6:], r"column 'margin' row 5 is nan"),
+        (lambda r: r[:2] + [dict(r[2], margin="0.5")] + r[3:], r"column 'margin' row 2 is str"),
+        (lambda r: r[:1] + [dict(r[1], prompt=None)] + r[2:], r"column 'prompt' row 1 is NoneType"),
+        (lambda r: r[:4] + [dict(r[4], margin=True)] + r[5:], r"column 'margin' row 4 is bool"),
     ],
 )
 def test_bad_rows_are_named(edit, message):
@@ -79,3 +79,33 @@ def test_a_damaged_pairs_file_is_named_with_its_line(tmp_path):
     path.write_text('{"prompt": "p", "chosen": "c"}\n')
     with pytest.raises(ValueError, match=r"pairs.jsonl: missing column 'rejected'"):
         load_pairs(path)
+
+
+def test_identical_pairs_are_counted_in_a_warning(caplog):
+    r = rows(10)
+    r[2]["rejected"] = r[2]["chosen"]
+    with caplog.at_level("WARNING", logger="apo_utils"):
+        validate_preferences(r)
+    assert "1 of 10 pairs have chosen == rejected (rows 2)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="apo_utils"):
+        validate_preferences(rows(10))
+    assert caplog.text == ""
+
+
+def test_a_non_object_line_is_named(tmp_path):
+    path = save_pairs(rows(2), tmp_path / "pairs.jsonl")
+    path.write_text(path.read_text() + "[1, 2]\n")
+    with pytest.raises(ValueError, match=r"pairs.jsonl, line 3: a JSON list, not an object"):
+        load_pairs(path)
+
+
+def test_make_pairs_refuses_a_non_finite_score_and_split_keeps_both_sides():
+    from apo_utils.data import make_pairs, split_pairs
+
+    with pytest.raises(ValueError, match=r"prompt 1, sample 0: score nan is not a finite number"):
+        make_pairs(["a", "b"], [["x", "y"], ["x", "y"]], [[0.1, 0.2], [float("nan"), 0.2]])
+    train, test = split_pairs(rows(2), 0.9)
+    assert len(train) == 1 and len(test) == 1
+    with pytest.raises(ValueError, match="at least 2"):
+        split_pairs(rows(1), 0.5)

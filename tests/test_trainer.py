@@ -42,7 +42,7 @@ def tok():
 def make(trainer_cls, tok, tmp_path, ds, seed=0, **kw):
     model = tiny_causal_lm(tok, seed=seed)
     ref = tiny_causal_lm(tok, seed=seed)
-    extra = {k: kw.pop(k) for k in list(kw) if k in ("loss_name", "loss_kwargs")}
+    extra = {k: kw.pop(k) for k in list(kw) if k in ("loss_name", "loss_kwargs", "eval_dataset")}
     return trainer_cls(model=model, ref_model=ref, args=config(tmp_path, **kw), train_dataset=ds,
                        processing_class=tok, **extra)
 
@@ -56,8 +56,9 @@ def test_dpo_equals_trl_sigmoid_on_the_same_batch(tok, tmp_path):
     ours = make(ApoTrainer, tok, tmp_path / "a", ds, loss_name="dpo")
     theirs = make(DPOTrainer, tok, tmp_path / "b", ds, loss_type="sigmoid")
     batch = first_batch(ours)
-    assert "margin" in batch  # carried by the collator
-    ref_batch = {k: v for k, v in batch.items() if k != "margin"}
+    assert "margin" not in batch  # DPO ignores margins: the column is left out of its batches
+    assert "margin" in first_batch(make(ApoTrainer, tok, tmp_path / "c", ds, loss_name="madpo"))  # MADPO's carry it
+    ref_batch = dict(batch)
     ours.model.train(), theirs.model.train()
     # perturb the policy so the loss is not log(2) at the reference
     with torch.no_grad():
@@ -142,7 +143,7 @@ def test_trainer_errors_name_what_is_wrong(tok, tmp_path):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda ds: ds.remove_columns("rejected"), r"train_dataset has no column 'rejected'.*\['chosen', 'margin', 'prompt'\]"),
+    (lambda ds: ds.remove_columns("rejected"), r"train_dataset: missing column 'rejected'.*\['chosen', 'margin', 'prompt'\]"),
     (lambda ds: ds.select([]), "train_dataset is empty"),
     (lambda ds: Dataset.from_list([dict(r, chosen="  ") if i == 3 else r for i, r in enumerate(ds.to_list())]),
      "train_dataset: column 'chosen' row 3 is an empty string"),
@@ -190,3 +191,121 @@ def test_positional_arguments_and_beta_from_the_config(tok, tmp_path):
     with pytest.raises(ValueError, match="'margin' column"):
         ApoTrainer(tiny_causal_lm(tok), tiny_causal_lm(tok), config(tmp_path), None,
                    pairs().remove_columns("margin"), processing_class=tok, loss_name="mmpo")
+
+
+# ----------------------------------------------------------------- inputs TRL would take silently or fail on late
+
+
+@pytest.mark.parametrize("column", ["prompt", "chosen", "rejected"])
+def test_a_none_in_row_0_is_named_too(tok, tmp_path, column):
+    """Row 0 used to decide that a column was 'conversational' and skip it; TRL then failed deep in tokenising."""
+    rows = pairs(4).to_list()
+    rows[0][column] = None
+    with pytest.raises(ValueError, match=rf"train_dataset: column '{column}' row 0 is NoneType"):
+        make(ApoTrainer, tok, tmp_path, Dataset.from_list(rows), loss_name="dpo")
+    with pytest.raises(ValueError, match=rf"eval_dataset: column '{column}' row 0 is NoneType"):
+        make(ApoTrainer, tok, tmp_path, pairs(4), loss_name="dpo", eval_dataset=Dataset.from_list(rows))
+
+
+@pytest.mark.parametrize("value,kind", [(3, "int"), (["a"], "list"), ({"text": "a"}, "dict")])
+def test_a_non_string_in_row_0_is_named_in_any_form(value, kind):
+    from apo_utils.data import validate_preferences
+
+    rows = pairs(4).to_list()
+    rows[0]["chosen"] = value
+    with pytest.raises(ValueError, match=rf"column 'chosen' row 0 is {kind}"):
+        validate_preferences(rows)
+
+
+def test_conversational_rows_are_checked_row_by_row(tok, tmp_path):
+    from apo_utils.data import validate_preferences
+
+    conv = [{"prompt": [{"role": "user", "content": f"Film {i}?"}],
+             "chosen": [{"role": "assistant", "content": "great"}],
+             "rejected": [{"role": "assistant", "content": "bad"}]} for i in range(3)]
+    assert validate_preferences(conv) is conv
+    conv[2]["chosen"] = "great"  # a string among conversations
+    with pytest.raises(ValueError, match="column 'chosen' row 2 is str .*expected a list of"):
+        validate_preferences(conv)
+
+
+def test_prompts_longer_than_max_length_are_reported(tok, tmp_path, caplog):
+    rows = pairs(8).to_list()
+    long_prompt = " ".join(["film"] * 80)
+    # All prompts too long: TRL would drop every row and torch fail with num_samples=0.
+    with pytest.raises(ValueError, match=r"train_dataset: all 8 rows have a prompt of at least max_length=64"):
+        make(ApoTrainer, tok, tmp_path / "a", Dataset.from_list([dict(r, prompt=long_prompt) for r in rows]),
+             loss_name="dpo")
+    # One too long: dropped with a word, and the others still train.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="apo_utils"):
+        tr = make(ApoTrainer, tok, tmp_path / "b",
+                  Dataset.from_list([dict(r, prompt=long_prompt) if i == 3 else r for i, r in enumerate(rows)]),
+                  loss_name="dpo")
+    assert len(tr.train_dataset) == 7
+    assert "1 of 8 rows dropped because the prompt alone fills max_length=64" in caplog.text
+    # A prompt that leaves room for only part of the response: the cut is reported with its size.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="apo_utils"):
+        make(ApoTrainer, tok, tmp_path / "c",
+             Dataset.from_list([dict(r, prompt=" ".join(["film"] * 11)) if i == 0 else r for i, r in enumerate(rows)]),
+             loss_name="dpo")
+    assert "1 of 8 pairs are longer than max_length=64" in caplog.text
+    assert "responses cut to as few as" in caplog.text
+
+
+def test_a_margin_the_loss_ignores_is_left_out(tok, tmp_path):
+    """A non-numeric margin column crashed the collator at the first batch even for losses that never read it."""
+    rows = [dict(r, margin=f"{r['margin']:.2f}") for r in pairs(8).to_list()]
+    tr = make(ApoTrainer, tok, tmp_path, Dataset.from_list(rows), loss_name="dpo", max_steps=1)
+    assert "margin" not in first_batch(tr)
+    tr.train()
+    with pytest.raises(ValueError, match=r"train_dataset: column 'margin' row 0 is str"):
+        make(ApoTrainer, tok, tmp_path, Dataset.from_list(rows), loss_name="madpo")
+
+
+@pytest.mark.parametrize("name", ["simpo", "amapo", "gamma_simpo"])
+def test_reference_free_losses_take_their_own_beta(name, tok, tmp_path, caplog):
+    """Without a beta they used DPOConfig.beta (0.1), twenty times smaller than their own default."""
+    with caplog.at_level("WARNING", logger="apo_utils"):
+        tr = make(ApoTrainer, tok, tmp_path, pairs(8), loss_name=name)
+    assert tr.objective.hparams["beta"] == L.default_beta(name) == 2.0
+    assert f"loss {name!r}: beta=2.0, the loss's own default" in caplog.text
+    tr = make(ApoTrainer, tok, tmp_path, pairs(8), loss_name=name, loss_kwargs={"beta": 2.5})
+    assert tr.objective.hparams["beta"] == 2.5
+    tr = make(ApoTrainer, tok, tmp_path, pairs(8), loss_name="dpo", beta=0.3)
+    assert tr.objective.hparams["beta"] == 0.3  # reference-based: DPOConfig.beta means the same thing
+
+
+def test_identical_pairs_are_counted(tok, tmp_path, caplog):
+    rows = pairs(8).to_list()
+    for i in (1, 5):
+        rows[i]["rejected"] = rows[i]["chosen"]
+    with caplog.at_level("WARNING", logger="apo_utils"):
+        make(ApoTrainer, tok, tmp_path, Dataset.from_list(rows), loss_name="dpo")
+    assert "train_dataset: 2 of 8 pairs have chosen == rejected (rows 1, 5)" in caplog.text
+
+
+def test_bad_pair_ids_are_named(tok, tmp_path):
+    rows = [dict(r, pair_id=i) for i, r in enumerate(pairs(4).to_list())]
+    rows[2]["pair_id"] = 2.5
+    with pytest.raises(ValueError, match=r"train_dataset: column 'pair_id' row 2 is float"):
+        make(ApoTrainer, tok, tmp_path, Dataset.from_list(rows), loss_name="dpo")
+
+
+def test_reward_trainer_checks_its_data(tok, tmp_path):
+    rows = [dict(r, margin="big") for r in pairs(8).to_list()]
+    args = RewardConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=1, report_to="none",
+                        bf16=False, disable_tqdm=True, save_strategy="no", use_cpu=True, max_length=64)
+    # plain Bradley-Terry ignores the margin, so a text margin column is dropped rather than crash the collator
+    tr = MarginRewardTrainer(model=tiny_reward_model(tok, seed=0), args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tok, margin_mode="none")
+    tr.train()
+    with pytest.raises(ValueError, match=r"train_dataset: column 'margin' row 0 is str"):
+        MarginRewardTrainer(model=tiny_reward_model(tok, seed=0), args=args, train_dataset=Dataset.from_list(rows),
+                            processing_class=tok, margin_mode="soft")
+    rows = pairs(8).to_list()
+    rows[0]["chosen"] = None
+    with pytest.raises(ValueError, match=r"train_dataset: column 'chosen' row 0 is NoneType"):
+        MarginRewardTrainer(model=tiny_reward_model(tok, seed=0), args=args, train_dataset=Dataset.from_list(rows),
+                            processing_class=tok)
