@@ -9,10 +9,12 @@ preparation, reference log-probs, PEFT, logging, checkpoints) is TRL's own.
 from __future__ import annotations
 
 import atexit
+import gc
 import inspect
 import logging
 import math
 import numbers
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,26 +68,43 @@ def _check_pair_ids(ds, split: str):
             raise ValueError(f"{split}: column 'pair_id' row {i} is {type(v).__name__} ({v!r:.80}), expected a whole number")
 
 
-def _destroy_process_group():
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
+# Every trainer made here, so that the exit hook can release what they hold of the process group.
+_trainers: weakref.WeakSet = weakref.WeakSet()
 _exit_hook_registered = False
 
 
-def destroy_process_group_at_exit():
-    """Tear down the process group while Python is still whole, not in its finalisation.
+def release_process_group():
+    """Free the gloo process group, and so join its worker threads, while Python is still whole.
 
-    Under `accelerate launch` or `torchrun` the process group is never destroyed by TRL or accelerate. Gloo's
-    worker threads then still hold tensors when the interpreter shuts down, and freeing them there aborts the
-    process ("terminate called without an active exception", exit -6) after all the work is done: at random,
-    more often on a busy machine. An atexit hook registered after the group exists runs before that (hooks run
-    last-registered first) and is a no-op once the user has destroyed the group. Registered by every trainer
-    here; call it yourself in scripts that start a process group without one."""
+    `destroy_process_group` alone is not enough: it unregisters the group, but the DDP wrapper of each trained
+    model still holds it (its reducer), so gloo's threads live on into interpreter shutdown. A worker thread
+    that then lets go of its last collective's tensors needs the GIL, and taking it during finalisation ends
+    the thread by force, which aborts the process ("terminate called without an active exception", exit -6)
+    after all its work is done: at random, more often on a busy machine. Measured: with only
+    `destroy_process_group` the three gloo threads of a 2-process run are still there; after dropping the
+    trainers' DDP wrappers first, they are gone."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    for trainer in list(_trainers):
+        trainer.accelerator.free_memory()  # drops the prepared (DDP-wrapped) models, optimizers and loaders
+        trainer.model_wrapped = trainer.model
+    gc.collect()
+    torch.distributed.destroy_process_group()
+    gc.collect()  # the group's last reference goes here: its destructor joins the worker threads
+
+
+def release_process_group_at_exit(trainer=None):
+    """Register `trainer` (and, once, an exit hook) so the process group is freed before Python shuts down.
+
+    Neither TRL nor accelerate destroys the group when a script ends. Hooks run last-registered first, so this
+    one runs before the interpreter's own teardown; it is a no-op if the group was destroyed already. Called
+    by every trainer here; in a script that makes its own DDP models, call `release_process_group()` (or
+    drop those models and call `torch.distributed.destroy_process_group()`) before it ends."""
     global _exit_hook_registered
+    if trainer is not None:
+        _trainers.add(trainer)
     if not _exit_hook_registered and torch.distributed.is_available() and torch.distributed.is_initialized():
-        atexit.register(_destroy_process_group)
+        atexit.register(release_process_group)
         _exit_hook_registered = True
 
 
@@ -143,7 +162,7 @@ class ApoTrainer(DPOTrainer):
                 log.info("%s: column 'margin' is not used by loss %r and is left out of the batches", split, loss_name)
             sizes[split] = len(ds)
         super().__init__(*args, **kwargs)
-        destroy_process_group_at_exit()
+        release_process_group_at_exit(self)
         if self.objective is not None and getattr(self, "ld_alpha", None) is not None:
             raise ValueError("ld_alpha is not supported with apo losses; leave it unset")
         self._report_truncation(sizes)
@@ -337,7 +356,7 @@ class MarginRewardTrainer(RewardTrainer):
         self.margin_mode = margin_mode
         self.gamma_bt = L._positive(gamma_bt, "gamma_bt")
         super().__init__(*args, **kwargs)
-        destroy_process_group_at_exit()
+        release_process_group_at_exit(self)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.margin_mode == "offset":

@@ -37,11 +37,9 @@ def _run(tmp: Path, tag: str, processes: int, *extra) -> dict:
     per_device = 8 // processes
     args = cmd + [",".join(LOSSES), str(per_device), str(out), str(tmp / tag), *extra]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
-    if proc.returncode != 0 and processes > 1 and _launch_crash(proc.stderr) and not out.exists():
-        # A worker that aborts while the process group starts (seen once on a 2-core CI machine: SIGABRT,
-        # "terminate called without an active exception") is a launch failure, not a wrong result: try once
-        # more. A failure of the checks themselves never lands here - the helper would have exited cleanly.
-        print(f"multiprocess launch of {tag!r} crashed at start-up, retrying once:\n{proc.stderr[-1500:]}")
+    if proc.returncode != 0 and _port_taken(proc.stderr):
+        # The free port was taken by another program between asking and binding: a launch failure, not a
+        # result. Any other failure - an abort at exit included - fails the test.
         args[args.index("--main_process_port") + 1] = str(_free_port())
         proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -54,9 +52,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_crash(stderr: str) -> bool:
-    return any(sign in stderr for sign in ("terminate called", "Signal 6", "SIGABRT", "EADDRINUSE",
-                                           "address already in use"))
+def _port_taken(stderr: str) -> bool:
+    return "EADDRINUSE" in stderr or "address already in use" in stderr
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +89,45 @@ def test_per_process_statistics_would_differ(runs):
     one, off = runs["one"], runs["two_no_gather"]
     assert not _close(one["beta_dpo"]["logs"][0]["loss"], off["beta_dpo"]["logs"][0]["loss"], 1e-3, 0.0)
     assert not _close(one["amapo"]["logs"][0]["apo/batch_std"], off["amapo"]["logs"][0]["apo/batch_std"], 1e-2, 0.0)
+
+
+def test_the_process_group_is_freed_before_the_interpreter_shuts_down(tmp_path):
+    """The cause of the random aborts at exit (exit -6 after the results were written): gloo's worker threads
+    alive into interpreter finalisation, kept by the process group that each DDP-wrapped model still holds
+    even after `destroy_process_group`. The trainers' exit hook drops their DDP wrappers, then the group:
+    its threads are joined while Python is whole. Here a DDP model held by a trainer-like object stands in."""
+    script = f"""
+import atexit, os, torch, torch.distributed as dist
+from apo_utils.trainer import release_process_group_at_exit
+threads = lambda: len(os.listdir("/proc/self/task"))
+before = threads()
+release_process_group_at_exit()  # no group yet: no hook
+dist.init_process_group("gloo", init_method="file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+class Accelerator:
+    def __init__(self, models): self._models = models
+    def free_memory(self): self._models = []
+class Trainer:  # what the hook touches of a transformers Trainer
+    def __init__(self):
+        self.model = torch.nn.Linear(2, 2)
+        self.model_wrapped = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.accelerator = Accelerator([self.model_wrapped])
+trainer = Trainer()
+trainer.model_wrapped(torch.ones(1, 2)).sum().backward()  # one all-reduce through the group
+dist.destroy_process_group()
+print("threads kept by DDP after destroy_process_group alone:", threads() - before)
+dist.init_process_group("gloo", init_method="file://{tmp_path / 'rendezvous2'}", rank=0, world_size=1)
+trainer = Trainer()
+trainer.model_wrapped(torch.ones(1, 2)).sum().backward()
+release_process_group_at_exit(trainer)
+release_process_group_at_exit(trainer)  # registered once
+atexit._run_exitfuncs()
+print("initialized after exit hooks:", dist.is_initialized())
+print("threads left:", threads() - before)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    kept = int(out.split("destroy_process_group alone:")[1].split()[0])
+    assert kept > 0, out  # the control: destroying the group does not stop its threads while DDP holds it
+    assert "initialized after exit hooks: False" in out
+    assert int(out.split("threads left:")[1].split()[0]) == 0, out  # every gloo thread joined

@@ -23,6 +23,25 @@ def _pairs(n=64):
     return [dict(r, margin=r["true_margin"]) for r in rows]
 
 
+KILL_KW = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, save_steps=2)
+
+
+def _unbroken_and_killed(rows, tmp_path):
+    """An unbroken DPO run in tmp_path/unbroken, and the same run killed after step 5 (checkpoints 2 and 4) in
+    tmp_path/killed. Returns the unbroken run's (model, info)."""
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 5:
+                raise KeyboardInterrupt("simulated kill")
+
+    ref, _, info_ref = train_policy("dpo", rows, "tiny", tmp_path / "unbroken", **KILL_KW)
+    with pytest.raises(KeyboardInterrupt):
+        train_policy("dpo", rows, "tiny", tmp_path / "killed", callbacks=[Kill()], **KILL_KW)
+    return ref, info_ref
+
+
 def test_train_evaluate_and_reuse(tmp_path):
     rows = _pairs()
     log = lambda *_: None  # noqa: E731
@@ -48,18 +67,8 @@ def test_train_evaluate_and_reuse(tmp_path):
 
 def test_training_killed_midway_resumes_to_the_same_adapters(tmp_path):
     """A kill after step 5 (checkpoint at step 4) resumes there and ends exactly where an unbroken run ends."""
-    from transformers import TrainerCallback
-
-    class Kill(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 5:
-                raise KeyboardInterrupt("simulated kill")
-
-    rows = _pairs()
-    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, save_steps=2)
-    ref, _, info_ref = train_policy("dpo", rows, "tiny", tmp_path / "unbroken", **kw)
-    with pytest.raises(KeyboardInterrupt):
-        train_policy("dpo", rows, "tiny", tmp_path / "killed", callbacks=[Kill()], **kw)
+    rows, kw = _pairs(), KILL_KW
+    ref, info_ref = _unbroken_and_killed(rows, tmp_path)
     run_dirs = list((tmp_path / "killed").glob("dpo-*"))
     assert len(run_dirs) == 1 and not (run_dirs[0] / "DONE").exists()
     assert (run_dirs[0] / "trainer" / "checkpoint-4" / "trainer_state.json").exists()
@@ -180,18 +189,8 @@ def test_a_damaged_finished_run_is_trained_again(tmp_path, damage):
 
 
 def test_a_damaged_checkpoint_is_passed_over_for_an_earlier_one(tmp_path):
-    from transformers import TrainerCallback
-
-    class Kill(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 5:
-                raise KeyboardInterrupt("simulated kill")
-
-    rows = _pairs()
-    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, save_steps=2)
-    ref, _, info_ref = train_policy("dpo", rows, "tiny", tmp_path / "unbroken", **kw)
-    with pytest.raises(KeyboardInterrupt):
-        train_policy("dpo", rows, "tiny", tmp_path / "killed", callbacks=[Kill()], **kw)
+    rows, kw = _pairs(), KILL_KW
+    ref, info_ref = _unbroken_and_killed(rows, tmp_path)
     (run,) = (tmp_path / "killed").glob("dpo-*")
     _cut(run / "trainer" / "checkpoint-4" / "adapter_model.safetensors", 0.9)
     said = []
