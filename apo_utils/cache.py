@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .storage import atomic_write_json, read_json
+from .storage import atomic_write_json, note_reuse, read_json
 
 
 def fingerprint(*parts) -> str:
@@ -98,6 +98,7 @@ def cached_map(fn, items: list, batch_size: int, cache_dir, key: dict, desc: str
             raise OSError(f"{desc}: cannot create the cache folder {folder} ({e}); {len(todo)} of {len(starts)} "
                           f"batches must be computed. Make it writable or pass another cache_dir.") from e
         _write_key(folder, {"key": key, "n_items": len(items), "batch_size": batch_size})
+    note_reuse("cache batches", len(done))
     if done and progress:
         print(f"{desc}: {len(done)} of {len(starts)} batches already on disk in {folder}")
     for s in tqdm(todo, desc=desc, disable=not progress):

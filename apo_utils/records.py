@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from .storage import atomic_write_json, repo_root
+from .storage import atomic_write_json, read_json_or_none, repo_root, reuse_counts
 
 PACKAGES = ["torch", "transformers", "trl", "datasets", "accelerate", "peft", "numpy", "matplotlib",
             "vaderSentiment", "papermill"]
@@ -76,6 +76,7 @@ class RunRecord:
         self.study, self.profile = study, profile
         self.dir = Path(figures_dir or repo_root() / "figures") / study / profile
         self.t0 = time.perf_counter()
+        self.reused_at_start = reuse_counts()
         self.data = {
             "study": study,
             "profile": profile,
@@ -111,6 +112,18 @@ class RunRecord:
         return self.data["metrics"]
 
     def save(self) -> Path:
-        self.data["wall_time_s"]["total"] = round(time.perf_counter() - self.t0, 3)
+        """Write the record. `full_run_s` is the wall time of the last run that computed everything: this one if it
+        took nothing from a cache (`reused` is empty), else the one the previous record carried, with its commit."""
+        total = round(time.perf_counter() - self.t0, 3)
+        self.data["wall_time_s"]["total"] = total
         self.data["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        now = reuse_counts()
+        reused = {k: v - self.reused_at_start.get(k, 0) for k, v in now.items() if v > self.reused_at_start.get(k, 0)}
+        self.data["reused"] = reused
+        if not reused:
+            self.data["full_run_s"], self.data["full_run_commit"] = total, self.data["git"].get("commit")
+        else:
+            before = read_json_or_none(self.dir / "run_record.json") or {}
+            self.data["full_run_s"] = before.get("full_run_s")
+            self.data["full_run_commit"] = before.get("full_run_commit")
         return atomic_write_json(self.dir / "run_record.json", self.data)

@@ -19,7 +19,7 @@ from trl import RewardConfig
 from trl.trainer.reward_trainer import DataCollatorForPreference as RewardCollator
 
 from .cache import fingerprint
-from .storage import atomic_write_bytes, safetensors_problem
+from .storage import atomic_write_bytes, note_reuse, safetensors_problem
 from .models import load_reward_model
 from .trainer import MarginRewardTrainer
 
@@ -85,6 +85,7 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
 
             model.load_state_dict(load_file(folder / "model" / "model.safetensors"))
         info["reused"] = True
+        note_reuse("reward models")
         return model.eval(), tok, info
     cols = ["prompt", "chosen", "rejected"] + (["margin"] if margin_mode != "none" else [])
     ds = Dataset.from_list([{c: r[c] for c in cols} for r in train_rows])

@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 import warnings
+from collections import Counter
 from pathlib import Path
 
 
@@ -112,3 +113,18 @@ def safetensors_problem(path: str | os.PathLike) -> str | None:
     if size != 8 + n + max(ends, default=0):
         return f"{size} bytes where the header describes {8 + n + max(ends, default=0)}: cut short or padded"
     return None
+
+
+# What this process took from a cache instead of computing it (cache batches, policies, reward models, runs).
+# A run record compares it before and after a study: a run that reused nothing is a full run, and only a full
+# run's wall time may be reported as what the study costs.
+_reused: Counter = Counter()
+
+
+def note_reuse(what: str, n: int = 1):
+    if n:
+        _reused[what] += int(n)
+
+
+def reuse_counts() -> dict[str, int]:
+    return dict(_reused)

@@ -26,7 +26,8 @@ from .generation import generate
 from .models import load_causal_lm
 from .objective import Objective
 from .ranking import completion_stats, pair_logps
-from .storage import atomic_write_bytes, atomic_write_json, read_json, read_json_or_none, safetensors_problem
+from .storage import (atomic_write_bytes, atomic_write_json, note_reuse, read_json, read_json_or_none,
+                      safetensors_problem)
 from .trainer import ApoTrainer
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -61,6 +62,7 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
             model.to("cuda")
         info = read_json(folder / "info.json")
         info["reused"] = True
+        note_reuse("policies")
         return model.eval(), tok, info
     cols = ["prompt", "chosen", "rejected"] + [c for c in ("margin", "pair_id") if c in train_rows[0]]
     if log_pairs and "pair_id" not in cols:
@@ -313,6 +315,7 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
     path = Path(out_dir) / "runs" / f"{method}-s{seed}-{key}.json"
     done = read_json_or_none(path)  # a damaged result is set aside (with a warning) and measured again
     if done is not None:  # finished before: the record says so, so a cached re-run's time is not mistaken for a run's
+        note_reuse("trained and evaluated runs")
         return {**done, "reused": True}
 
     def measure(model, tok):

@@ -1,0 +1,30 @@
+"""Run records: a cached re-run never hides what a study costs (full_run_s), and cache reuse is counted."""
+
+from apo_utils.cache import cached_map
+from apo_utils.records import RunRecord
+from apo_utils.storage import read_json
+
+
+def test_full_run_time_survives_a_cached_rerun(tmp_path):
+    def run(n_items):
+        rec = RunRecord("99_test", "smoke", [0], figures_dir=tmp_path / "figures")
+        cached_map(lambda b: [x * 2 for x in b], list(range(n_items)), 2, tmp_path / "cache", key={"k": 1},
+                   progress=False)
+        return read_json(rec.save())
+
+    first = run(6)
+    assert first["reused"] == {} and first["full_run_s"] == first["wall_time_s"]["total"]
+    assert first["full_run_commit"] == first["git"]["commit"]
+    second = run(6)  # every batch from the cache
+    assert second["reused"] == {"cache batches": 3}
+    assert second["full_run_s"] == first["full_run_s"]  # the cost of the run that computed everything
+    third = run(8)  # other items: computed from nothing again
+    assert third["reused"] == {} and third["full_run_s"] == third["wall_time_s"]["total"]
+
+
+def test_a_first_record_from_a_cached_run_says_the_full_cost_is_unknown(tmp_path):
+    cached_map(lambda b: b, [1, 2], 1, tmp_path / "cache", key={}, progress=False)
+    rec = RunRecord("99_test", "smoke", [0], figures_dir=tmp_path / "figures")
+    cached_map(lambda b: b, [1, 2], 1, tmp_path / "cache", key={}, progress=False)
+    saved = read_json(rec.save())
+    assert saved["reused"] == {"cache batches": 2} and saved["full_run_s"] is None
