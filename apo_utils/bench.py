@@ -28,6 +28,7 @@ from trl import DPOConfig, DPOTrainer
 from . import losses as L
 from .models import REVIEW_WORDS, load_causal_lm
 from .prompts import offline_prompts
+from .frozen_layers import FrozenLowerLayers, training_sequences
 from .records import device_description, git_commit, package_versions
 from .storage import atomic_write_json, repo_root
 from .trainer import ApoTrainer
@@ -46,16 +47,19 @@ def synthetic_pairs(n: int, words: int, seed: int = 0) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def _trainer(name, model_name, ds, batch_size, seed, lora_r, precompute=True):
+def _trainer(name, model_name, ds, batch_size, seed, lora_r, precompute=True, top_layers=None):
     from peft import LoraConfig
 
     model, tok, _ = load_causal_lm(model_name, seed=seed, log=lambda *_: None)
+    n_layers = model.config.num_hidden_layers
+    only_top = {} if top_layers is None else {"layers_to_transform": list(range(n_layers - top_layers, n_layers)),
+                                              "layers_pattern": "layers"}
     cuda = torch.cuda.is_available()
     args = DPOConfig(output_dir="/tmp/apo-bench", per_device_train_batch_size=batch_size, report_to="none",
                      bf16=cuda, use_cpu=not cuda, seed=seed, data_seed=seed, precompute_ref_log_probs=precompute,
                      disable_tqdm=True, save_strategy="no", max_length=256, dataloader_num_workers=0, beta=0.1)
-    peft = (LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r, target_modules=["q_proj", "k_proj",
-                                                                                               "v_proj", "o_proj"])
+    peft = (LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r,
+                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], **only_top)
             if lora_r else None)
     ref = None if lora_r else load_causal_lm(model_name, seed=seed, log=lambda *_: None)[0]
     with contextlib.redirect_stderr(io.StringIO()):
@@ -67,7 +71,17 @@ def _trainer(name, model_name, ds, batch_size, seed, lora_r, precompute=True):
                             peft_config=peft, loss_name=name, loss_kwargs=BENCH_KWARGS.get(name, {}))
     tr.create_optimizer_and_scheduler(num_training_steps=10)
     tr.current_gradient_accumulation_steps = 1  # set by train(); training_step divides by it
-    batch = next(iter(tr.get_train_dataloader()))
+    if top_layers is not None:
+        # The frozen lower layers run once per text, before training (timed apart: their cost is shared by
+        # every method, seed and epoch), and the reference pass below already starts from the kept states.
+        tr.frozen_lower = FrozenLowerLayers(tr.model, n_layers - top_layers)
+        t = time.perf_counter()
+        tr.frozen_lower.precompute(training_sequences(tr.train_dataset, args.max_length))
+        tr.frozen_lower_precompute_s = time.perf_counter() - t
+        with tr.frozen_lower.installed():
+            batch = next(iter(tr.get_train_dataloader()))
+    else:
+        batch = next(iter(tr.get_train_dataloader()))
     if name == "trl_sigmoid":
         batch.pop("margin", None)
     return tr, tok, batch
@@ -190,6 +204,12 @@ def levers(model_name: str = "gemma-offline", batch_size: int = 8, words: int = 
         "LoRA r16, reference on the fly": dict(model=model_name, lora_r=16, precompute=False),
         "LoRA r16, reference precomputed": dict(model=model_name, lora_r=16, precompute=True),
         "LoRA r16, reference precomputed, vocabulary trimmed": dict(model=trimmed, lora_r=16, precompute=True),
+        # The cpu engine: LoRA on the top layers only (a different parametrisation from the papers' all-layer
+        # LoRA), the frozen layers below run once per text and kept; generation in batches of 64.
+        "LoRA r16 on the top 6 of 18 layers, lower layers kept, reference precomputed, vocabulary trimmed":
+            dict(model=trimmed, lora_r=16, precompute=True, top_layers=6, gen_batch=64),
+        "LoRA r16 on the top 3 of 18 layers, lower layers kept, reference precomputed, vocabulary trimmed":
+            dict(model=trimmed, lora_r=16, precompute=True, top_layers=3, gen_batch=64),
         # TRL's DPOConfig asks for activation checkpointing and Trainer.train() switches it on; a bare
         # training_step (as timed here) does not, so the rows above are without it. This row puts it back, to
         # show what it cost the studies until train_policy turned it off.
@@ -198,16 +218,23 @@ def levers(model_name: str = "gemma-offline", batch_size: int = 8, words: int = 
     }
     out = {}
     for label, c in configs.items():
-        tr, t, batch = _trainer("dpo", c["model"], ds, batch_size, seed, c["lora_r"], precompute=c["precompute"])
+        tr, t, batch = _trainer("dpo", c["model"], ds, batch_size, seed, c["lora_r"], precompute=c["precompute"],
+                                top_layers=c.get("top_layers"))
         if c.get("checkpointing"):
             tr.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=tr.args.gradient_checkpointing_kwargs)
-        times = _step_times(tr, batch, rounds)
+        lower = getattr(tr, "frozen_lower", None)
+        with lower.installed() if lower else contextlib.nullcontext():
+            times = _step_times(tr, batch, rounds)
+        gen_batch = c.get("gen_batch", batch_size)
         out[label] = {"median_step_s": statistics.median(times), "steps_s": times,
-                      "generation_tokens_per_s": _gen_tps(tr.model, t, batch_size, 32, seed),
+                      "generation_tokens_per_s": _gen_tps(tr.model, t, gen_batch, 32, seed),
+                      "generation_batch": gen_batch,
                       "trainable_parameters_M": round(sum(p.numel() for p in tr.model.parameters()
                                                           if p.requires_grad) / 1e6, 2)}
+        if lower:
+            out[label]["lower_layers_once_s_per_text"] = tr.frozen_lower_precompute_s / max(1, lower.computed)
         log(f"{label:55s} {out[label]['median_step_s']:.2f} s/step  "
-            f"{out[label]['generation_tokens_per_s']:.0f} generated tokens/s")
+            f"{out[label]['generation_tokens_per_s']:.0f} generated tokens/s (batch {gen_batch})")
         del tr
     first = out[next(iter(out))]["median_step_s"]
     for v in out.values():

@@ -22,6 +22,7 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig
 
 from .cache import cached_map, fingerprint
+from .frozen_layers import FrozenLowerLayers, training_sequences
 from .generation import generate
 from .models import load_causal_lm
 from .objective import Objective
@@ -31,12 +32,14 @@ from .storage import (atomic_write_bytes, atomic_write_json, note_reuse, read_js
 from .trainer import ApoTrainer
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+# Kept lower-layer states per (backbone, first trained layer), shared by every policy this process trains.
+_KEPT: dict = {}
 
 
 def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *, loss_kwargs: dict | None = None,
                  epochs: float = 1.0, batch_size: int = 8, lr: float = 5e-4, lora_r: int = 16, max_length: int = 128,
                  seed: int = 0, progress: bool = False, log=print, save_steps: int = 10, callbacks=None,
-                 track=None, track_every: int | None = None, log_pairs: bool = False):
+                 track=None, track_every: int | None = None, log_pairs: bool = False, top_layers: int | None = None):
     """(model with trained adapters, tokenizer, info). Same seed -> same data order for every method.
 
     Checkpoints (adapters, optimizer, scheduler, RNG) are written every `save_steps` steps; a run killed
@@ -45,12 +48,16 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
     and after the last; its results land in info['track'] as [{'step': s, **result}, ...].
     log_pairs: rows need a `pair_id`; info['pair_log'] then holds what the loss did to each pair at each
     step (see `ApoTrainer.pair_log`).
+    top_layers: LoRA on the top `top_layers` decoder layers only, with the frozen layers below run once per
+    text and kept (`frozen_layers.py`; shared by every run on the same backbone in this process). None: LoRA
+    on every layer, as the papers do.
     """
     from peft import LoraConfig, PeftModel
 
     loss_kwargs = dict(loss_kwargs or {})
     key = fingerprint(method, loss_kwargs, backbone, epochs, batch_size, lr, lora_r, max_length, seed,
-                      [(r["prompt"], r["chosen"], r["rejected"], r.get("margin")) for r in train_rows])
+                      [(r["prompt"], r["chosen"], r["rejected"], r.get("margin")) for r in train_rows],
+                      *([{"top_layers": top_layers}] if top_layers is not None else []))
     folder = Path(out_dir) / f"{method}-{key}"
     base, tok, prov = load_causal_lm(backbone, seed=seed, log=lambda *_: None)
     if (folder / "DONE").exists() and _finished_run_damaged(folder):
@@ -85,8 +92,13 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
         precompute_ref_log_probs=Objective(method, beta=beta, **loss_kwargs).needs_reference,
     )
     torch.manual_seed(seed)
+    n_layers = base.config.num_hidden_layers
+    if top_layers is not None and not (isinstance(top_layers, int) and 0 < top_layers < n_layers):
+        raise ValueError(f"top_layers must be a whole number in 1..{n_layers - 1} for this backbone, got {top_layers!r}")
+    only_top = {} if top_layers is None else {"layers_to_transform": list(range(n_layers - top_layers, n_layers)),
+                                              "layers_pattern": "layers"}
     peft_config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
-                             target_modules=LORA_TARGETS)
+                             target_modules=LORA_TARGETS, **only_top)
     with contextlib.nullcontext() if progress else quiet_progress():
         trainer = ApoTrainer(model=base, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
                              loss_name=method, loss_kwargs={**loss_kwargs, "beta": beta}, callbacks=callbacks)
@@ -102,9 +114,16 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
             resume = None
         if not resume:
             tracked, kept = [], []
+        lower = None
+        if top_layers is not None:
+            lower = FrozenLowerLayers(trainer.model, n_layers - top_layers,
+                                      cache=_KEPT.setdefault((backbone, n_layers - top_layers), {}))
+            lower.precompute(training_sequences(trainer.train_dataset, args.max_length, args.truncation_mode))
         tracker = None
         if track is not None:
-            tracker = _Tracker(track, tok, track_every, folder / "track.json", tracked)
+            # measurements pad on the left: they run through the ordinary model, not the kept states
+            tracker = _Tracker(track, tok, track_every, folder / "track.json", tracked,
+                               paused=lower.paused if lower else contextlib.nullcontext)
             trainer.add_callback(tracker)
         if log_pairs:
             done = int(resume.name.split("-")[1]) if resume else 0
@@ -112,7 +131,8 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
             trainer.add_callback(_PairLogSaver(trainer, folder / "pair_log.json"))
         if resume:
             log(f"resuming {method} from {resume.name}")
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        with lower.installed() if lower else contextlib.nullcontext():
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     model = trainer.model
     model.save_pretrained(folder / "adapter")
     info = {"method": method, "loss_kwargs": {**loss_kwargs, "beta": beta}, "key": key, "backbone": prov,
@@ -156,8 +176,8 @@ class _Tracker(TrainerCallback):
     Entries are written atomically after each measurement, so a resumed run keeps the ones it had.
     """
 
-    def __init__(self, fn, tok, every: int | None, path: Path, entries: list):
-        self.fn, self.tok, self.every, self.path = fn, tok, every, path
+    def __init__(self, fn, tok, every: int | None, path: Path, entries: list, paused=contextlib.nullcontext):
+        self.fn, self.tok, self.every, self.path, self.paused = fn, tok, every, path, paused
         self.entries = list(entries)
 
     def record(self, model, step: int):
@@ -166,7 +186,7 @@ class _Tracker(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self.paused():
                 self.entries.append({"step": int(step), **self.fn(model, self.tok)})
         finally:
             model.train(was_training)

@@ -198,3 +198,28 @@ def test_a_damaged_checkpoint_is_passed_over_for_an_earlier_one(tmp_path):
         resumed, _, info = train_policy("dpo", rows, "tiny", tmp_path / "killed", **{**kw, "log": said.append})
     assert said == ["resuming dpo from checkpoint-2"]
     np.testing.assert_allclose([h["loss"] for h in info["log"]], [h["loss"] for h in info_ref["log"]], rtol=1e-5)
+
+
+def test_top_layer_training_with_kept_lower_layers(tmp_path, monkeypatch):
+    """LoRA on the top layer only, the lower one run once per text: adapters only up there, the same steps as
+    the same run through every layer (the kept states are the full model's), and measurements still work."""
+    from apo_utils import study
+
+    rows = _pairs(16)
+    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, seed=0)
+    track = lambda m, t: {"x": float(completion_logprobs(m, t, ["Film"], [" great"])[0])}  # noqa: E731
+    model, _, info = train_policy("dpo", rows, "tiny", tmp_path, top_layers=1, track=track, track_every=2, **kw)
+    lora = [n for n, p in model.named_parameters() if "lora_" in n]
+    assert lora and all(".layers.1." in n for n in lora)
+    assert [e["step"] for e in info["track"]] == [0, 2, 4]
+    assert any(len(kept) for kept in study._KEPT.values())
+    # The same parametrisation run through every layer (kept states switched off): every step's loss agrees.
+    import contextlib
+
+    monkeypatch.setattr(study.FrozenLowerLayers, "installed", lambda self: contextlib.nullcontext())
+    _, _, plain = train_policy("dpo", rows, "tiny", tmp_path / "plain", top_layers=1, **kw)
+    np.testing.assert_allclose([h["loss"] for h in plain["log"]], [h["loss"] for h in info["log"]], rtol=1e-5)
+    assert len(info["log"]) == 4
+    study._KEPT.clear()
+    with pytest.raises(ValueError, match="top_layers must be a whole number in 1..1"):
+        train_policy("dpo", rows, "tiny", tmp_path / "bad", top_layers=2, **kw)
