@@ -148,13 +148,29 @@ def flip_labels(dataset, rate: float, seed: int = 0):
 QUALITIES = ("high", "low")
 
 
+def _pair_indices(ss, quality: str, every: bool) -> list[tuple[int, int]]:
+    """Which samples of one prompt are paired. One pair a prompt, or (every=True) all the pairs of that kind."""
+    k = len(ss)
+    order = [int(j) for j in np.argsort(ss, kind="stable")]  # worst first
+    if quality == "high":
+        return [(a, b) for a in range(k) for b in range(a + 1, k)] if every else [(0, 1)]
+    if not every:
+        return [(order[-1], order[0])]
+    top, bottom = order[k - k // 2:], order[: k // 2]
+    return [(a, b) for a in reversed(top) for b in bottom]
+
+
 def make_pairs(prompts: list[str], samples: list[list[str]], scores: list[list[float]], quality: str = "high",
-               label_scale: float = 4.0, seed: int = 0) -> list[dict]:
+               label_scale: float = 4.0, seed: int = 0, every_pair: bool = False) -> list[dict]:
     """Preference pairs from scored samples, labelled by a noisy Bradley-Terry annotator.
 
-    quality='high': the first two samples of each prompt (two on-policy samples, subtle margins).
-    quality='low':  the best and the worst of the prompt's samples by true score (large, easy margins;
-                    the MADPO paper pairs a policy sample with the human review text instead).
+    quality='high': two on-policy samples of the prompt (subtle margins): the first two, or with
+                    every_pair=True all k(k-1)/2 pairs of its k samples.
+    quality='low':  large, easy margins: the best against the worst of the prompt's samples by true score, or
+                    with every_pair=True each sample of the better half against each of the worse half
+                    ((k/2)^2 pairs; k = 4 gives 4). The MADPO paper pairs a policy sample with the human
+                    review text instead.
+    Rows carry `prompt_id` (the prompt's index), so a split can keep all pairs of a prompt on one side.
     The label comes from Gumbel noise on the scaled true scores, y_a > y_b iff k s_a + G_a >= k s_b + G_b,
     i.e. P(a preferred) = sigma(k (s_a - s_b)): close pairs are often mislabelled, clear ones rarely.
     Each row keeps the true scores, `true_margin` = s_chosen - s_rejected (negative when the label is
@@ -175,32 +191,34 @@ def make_pairs(prompts: list[str], samples: list[list[str]], scores: list[list[f
                or not math.isfinite(v)]
         if bad:  # a NaN score would label the pair by the noise alone, silently
             raise ValueError(f"prompt {i}, sample {bad[0]}: score {ss[bad[0]]!r} is not a finite number")
-        if quality == "high":
-            a, b = 0, 1
-        else:
-            order = np.argsort(ss, kind="stable")
-            a, b = int(order[-1]), int(order[0])
-        g = rng.gumbel(size=2)
-        a_wins = label_scale * ss[a] + g[0] >= label_scale * ss[b] + g[1]
-        c, r = (a, b) if a_wins else (b, a)
-        rows.append({
-            "prompt": p, "chosen": ys[c], "rejected": ys[r],
-            "chosen_score": float(ss[c]), "rejected_score": float(ss[r]),
-            "true_margin": float(ss[c] - ss[r]), "label_correct": bool(ss[c] >= ss[r]),
-        })
+        for a, b in _pair_indices(ss, quality, every_pair):
+            g = rng.gumbel(size=2)
+            a_wins = label_scale * ss[a] + g[0] >= label_scale * ss[b] + g[1]
+            c, r = (a, b) if a_wins else (b, a)
+            rows.append({
+                "prompt": p, "prompt_id": i, "chosen": ys[c], "rejected": ys[r],
+                "chosen_score": float(ss[c]), "rejected_score": float(ss[r]),
+                "true_margin": float(ss[c] - ss[r]), "label_correct": bool(ss[c] >= ss[r]),
+            })
     return rows
 
 
 def split_pairs(rows: list[dict], test_fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Train/test split by row (one row per prompt here), deterministic given the seed."""
+    """Train/test split by prompt: all pairs of one prompt land on the same side, so no held-out pair shares a
+    prompt (or a response) with a training pair. `test_fraction` of the prompts are held out; deterministic
+    given the seed. With one pair a prompt this is a split by row."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    if len(rows) < 2:
-        raise ValueError(f"cannot split {len(rows)} row(s) into a train and a test part: at least 2 are needed")
-    order = np.random.default_rng(seed).permutation(len(rows))
-    n_test = min(len(rows) - 1, max(1, int(round(test_fraction * len(rows)))))
-    test = sorted(order[:n_test].tolist())
-    train = sorted(order[n_test:].tolist())
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r.get("prompt_id", r["prompt"]), []).append(i)
+    keys = list(groups)
+    if len(keys) < 2:
+        raise ValueError(f"cannot split {len(keys)} prompt(s) into a train and a test part: at least 2 are needed")
+    order = np.random.default_rng(seed).permutation(len(keys))
+    n_test = min(len(keys) - 1, max(1, int(round(test_fraction * len(keys)))))
+    test = sorted(i for k in order[:n_test] for i in groups[keys[k]])
+    train = sorted(i for k in order[n_test:] for i in groups[keys[k]])
     return [rows[i] for i in train], [rows[i] for i in test]
 
 

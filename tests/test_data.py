@@ -1,5 +1,6 @@
 """Preference-dataset validation and label-flip noise."""
 
+import numpy as np
 import pytest
 from datasets import Dataset
 
@@ -109,3 +110,25 @@ def test_make_pairs_refuses_a_non_finite_score_and_split_keeps_both_sides():
     assert len(train) == 1 and len(test) == 1
     with pytest.raises(ValueError, match="at least 2"):
         split_pairs(rows(1), 0.5)
+
+
+def test_every_pair_of_a_prompt_and_a_split_that_keeps_prompts_whole():
+    from apo_utils.data import make_pairs, split_pairs
+
+    prompts = [f"p{i}" for i in range(10)]
+    samples = [[f"{p} s{j}" for j in range(4)] for p in prompts]
+    scores = [[0.1 * j - 0.05 * i for j in (2, 0, 3, 1)] for i in range(10)]  # best = s2, worst = s1
+    high = make_pairs(prompts, samples, scores, "high", seed=0, every_pair=True)
+    low = make_pairs(prompts, samples, scores, "low", seed=0, every_pair=True)
+    assert len(high) == 10 * 6 and len(low) == 10 * 4
+    first = {frozenset((r["chosen"], r["rejected"])) for r in high if r["prompt_id"] == 0}
+    assert len(first) == 6  # every pair of the four samples, once
+    lows = {frozenset((r["chosen"][-2:], r["rejected"][-2:])) for r in low if r["prompt_id"] == 0}
+    assert lows == {frozenset(x) for x in [("s2", "s1"), ("s2", "s3"), ("s0", "s1"), ("s0", "s3")]}  # top 2 x bottom 2
+    assert np.mean([abs(r["true_margin"]) for r in low]) > np.mean([abs(r["true_margin"]) for r in high])
+    train, test = split_pairs(high, 0.3, seed=1)
+    assert {r["prompt_id"] for r in train}.isdisjoint({r["prompt_id"] for r in test})
+    assert len({r["prompt_id"] for r in test}) == 3 and len(train) + len(test) == len(high)
+    # one pair a prompt: the old split by row, unchanged
+    one = make_pairs(prompts, samples, scores, "high", seed=0)
+    assert len(one) == 10 and [r["prompt_id"] for r in one] == list(range(10))
