@@ -27,6 +27,20 @@ import torch
 from torch import nn
 
 
+# Kept states by (what, backbone, first trained layer): every model this process trains on one backbone shares them.
+_SHARED: dict = {}
+
+
+def shared_cache(*key) -> dict:
+    """The kept-state dict for `key` (e.g. ('policy', backbone, L)); pass it as FrozenLowerLayers(cache=...)."""
+    return _SHARED.setdefault(key, {})
+
+
+def attached(model) -> "FrozenLowerLayers | None":
+    """The FrozenLowerLayers a trainer left on `model` for scoring it cheaply afterwards (see reward_model)."""
+    return getattr(model, "_apo_frozen_lower", None)
+
+
 class _Stop(Exception):
     """Raised by a hook to end a forward pass once the wanted layer has run."""
 
@@ -214,10 +228,12 @@ class FrozenLowerLayers:
 
 
 def training_sequences(dataset, max_length: int | None, truncation_mode: str = "keep_start") -> list[list[int]]:
-    """The token rows TRL's preference collator builds from a tokenised dataset: prompt + chosen and prompt +
-    rejected, cut to `max_length` as the collator cuts them, so they can be precomputed before training."""
+    """The token rows TRL's preference collators build from a tokenised dataset: prompt + chosen and prompt +
+    rejected (DPOTrainer), or chosen and rejected (RewardTrainer, whose rows hold the prompt already), cut to
+    `max_length` as the DPO collator cuts them, so they can be precomputed before training."""
     rows = []
-    for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]):
+    prompts = dataset["prompt_ids"] if "prompt_ids" in dataset.column_names else [[]] * len(dataset)  # reward data
+    for p, c, r in zip(prompts, dataset["chosen_ids"], dataset["rejected_ids"]):
         for seq in (p + c, p + r):
             if max_length is not None:
                 seq = seq[:max_length] if truncation_mode == "keep_start" else seq[-max_length:]

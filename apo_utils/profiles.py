@@ -40,6 +40,12 @@ class DataSettings:
     rm_batch_size: int = 16
     rm_lr: float = 1e-3
     rm_lora_r: int = 0  # 0: train every weight (tiny model); >0: LoRA rank on a pretrained backbone
+    every_pair: bool = False  # all pairs of a prompt's samples (data.make_pairs) instead of one pair a prompt
+    trim_vocab: int | None = None  # generate with the vocabulary-trimmed starting policy (keep_first), as 02-05 train
+    rm_val_fraction: float = 0.0  # training prompts held out to stop the reward model early (0: no early stopping)
+    rm_eval_every: int = 20  # optimizer steps between validation passes
+    rm_patience: int = 3  # validation passes without improvement before stopping
+    rm_top_layers: int | None = None  # LoRA on the reward model's top layers only, lower layers run once per text
 
 
 @dataclass(frozen=True)
@@ -95,13 +101,18 @@ class Profile:
 _SETTINGS = {
     "smoke": Profile("smoke", "CI check: tiny random model, a few dozen prompts, minutes on 2 CPU cores",
                      bandit=BanditSettings(n_responses=200, n_pairs=1000, steps=150, batch_size=64, seeds=(0, 1, 2)),
-                     data=DataSettings()),
+                     data=DataSettings(rm_val_fraction=0.2, rm_eval_every=5)),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),
-                   data=DataSettings(policy="gemma-offline", prompt_source="offline", scorer="vader", n_prompts=192,
-                                     n_samples=4, max_new_tokens=32, gen_batch_size=32, rm_epochs=2.0,
-                                     rm_batch_size=16, rm_lr=2e-4, rm_lora_r=16),
+                   # 01 on cpu: 700 prompts x 4 samples from the trimmed starting policy, every pair of a prompt:
+                   # 560 training prompts give 3,360 high / 2,240 low pairs, 140 held-out ones 840 / 560. The reward
+                   # model trains LoRA on its top 3 layers (lower layers once per text) with early stopping.
+                   data=DataSettings(policy="gemma-offline", prompt_source="offline", scorer="vader", n_prompts=700,
+                                     n_samples=4, max_new_tokens=32, gen_batch_size=64, test_fraction=0.2,
+                                     every_pair=True, trim_vocab=8192, rm_epochs=4.0, rm_batch_size=16, rm_lr=5e-4,
+                                     rm_lora_r=16, rm_val_fraction=0.1, rm_eval_every=25, rm_patience=3,
+                                     rm_top_layers=3),
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=1.0, batch_size=8, lr=5e-4, lora_r=16,
                                          max_length=96, trim_vocab=8192, n_eval_prompts=64, eval_samples=2,
                                          eval_max_new_tokens=32, eval_batch_size=32, ablation=False),

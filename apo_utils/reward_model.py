@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 from trl import RewardConfig
 from trl.trainer.reward_trainer import DataCollatorForPreference as RewardCollator
 
 from .cache import fingerprint
-from .storage import atomic_write_bytes, note_reuse, safetensors_problem
+from .frozen_layers import FrozenLowerLayers, attached, shared_cache, training_sequences
 from .models import load_reward_model
+from .storage import atomic_write_bytes, atomic_write_json, note_reuse, read_json_or_none, safetensors_problem
 from .trainer import MarginRewardTrainer
 
 
@@ -31,6 +33,10 @@ def _eos(text: str, eos: str) -> str:
 @torch.no_grad()
 def reward_margins(model, tokenizer, rows: list[dict], batch_size: int = 16) -> np.ndarray:
     """r(x, y_w) - r(x, y_l) for each row, scored as RewardTrainer sees a pair (prompt + response + EOS)."""
+    lower = attached(model)
+    if lower is not None and lower._installed is None:  # score through the kept lower states: the top layers only
+        with lower.installed():
+            return reward_margins(model, tokenizer, rows, batch_size)
     device = next(model.parameters()).device
     model.eval()
     collate = RewardCollator(pad_token_id=tokenizer.pad_token_id)
@@ -47,14 +53,64 @@ def reward_margins(model, tokenizer, rows: list[dict], batch_size: int = 16) -> 
     return np.concatenate(out)
 
 
+class _EarlyStopping(TrainerCallback):
+    """Every `every` optimizer steps: the validation pairs' Bradley-Terry loss on their labels, kept as a curve;
+    the best adapters and head are kept, and training stops after `patience` evaluations without a new best
+    (the MADPO authors' procedure). At the end the best weights are put back."""
+
+    def __init__(self, model, tok, val_rows: list[dict], every: int, patience: int):
+        self.model, self.tok, self.rows, self.every, self.patience = model, tok, val_rows, every, patience
+        self.labels_true = np.array([r["true_margin"] for r in val_rows]) >= 0 if "true_margin" in val_rows[0] else None
+        self.curve, self.best, self.best_step, self.bad, self.state = [], float("inf"), 0, 0, None
+
+    def evaluate(self, step: int):
+        was = self.model.training
+        d = reward_margins(self.model, self.tok, self.rows)  # right-padded: the kept lower states serve it too
+        self.model.train(was)
+        point = {"step": int(step), "val_loss": float(np.mean(np.logaddexp(0.0, -d))),  # -log sigma(r_w - r_l)
+                 "val_label_accuracy": float((d > 0).mean())}
+        if self.labels_true is not None:
+            point["val_truth_accuracy"] = float(((d > 0) == self.labels_true).mean())
+        self.curve.append(point)
+        if point["val_loss"] < self.best - 1e-4:
+            self.best, self.best_step, self.bad = point["val_loss"], int(step), 0
+            self.state = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        else:
+            self.bad += 1
+        return point
+
+    def on_train_begin(self, args, state, control, **kw):
+        if state.global_step == 0 and not self.curve:
+            self.evaluate(0)
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self.evaluate(state.global_step)
+            if self.bad >= self.patience:
+                control.should_training_stop = True
+
+    def restore_best(self):
+        if self.state is not None:
+            with torch.no_grad():
+                for n, p in self.model.named_parameters():
+                    if n in self.state:
+                        p.copy_(self.state[n])
+
+
 def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epochs: float = 1.0,
                        batch_size: int = 16, lr: float = 1e-4, lora_r: int = 16, max_length: int = 256,
                        seed: int = 0, progress: bool = True, log=print, margin_mode: str = "none",
-                       gamma_bt: float = 1.0):
+                       gamma_bt: float = 1.0, val_rows: list[dict] | None = None, eval_every: int = 20,
+                       patience: int = 3, top_layers: int | None = None):
     """Train (or reload) the reward model; returns (model, tokenizer, info).
 
     margin_mode="none" is the plain Bradley-Terry model; "soft" trains on MMPO's soft targets
     sigma(gamma_bt * margin) from each row's `margin` (see `trainer.MarginRewardTrainer`).
+    val_rows: validation pairs (from prompts not in train_rows): evaluated every `eval_every` steps, training
+    stops after `patience` evaluations without improvement and the best weights are kept; info['curve'] holds
+    the validation curve, info['train_log'] the training loss. `epochs` is then the most it may train.
+    top_layers: LoRA on the top `top_layers` layers only, the frozen layers below run once per text
+    (`frozen_layers.py`); None trains LoRA on every layer, as the MADPO authors.
     """
     from peft import LoraConfig, PeftModel
 
@@ -65,10 +121,14 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
     # (plain models keep the key they always had, so earlier runs' reward models are still found)
     mode_key = [] if margin_mode == "none" else [margin_mode, float(gamma_bt),
                                                   [float(r["margin"]) for r in train_rows]]
+    stop_key = [] if val_rows is None else [{"val": [(r["prompt"], r["chosen"], r["rejected"]) for r in val_rows],
+                                            "eval_every": eval_every, "patience": patience}]
+    stop_key += [] if top_layers is None else [{"top_layers": top_layers}]
     key = fingerprint(backbone, epochs, batch_size, lr, lora_r, max_length, seed,
-                      [(r["prompt"], r["chosen"], r["rejected"]) for r in train_rows], *mode_key)
+                      [(r["prompt"], r["chosen"], r["rejected"]) for r in train_rows], *mode_key, *stop_key)
     folder = Path(output_dir) / f"reward_model-{key}"
     model, tok, prov = load_reward_model(backbone, seed=seed, log=log)
+    n_layers = model.config.num_hidden_layers
     info = {"backbone": prov, "key": key, "lora_r": lora_r, "epochs": epochs, "lr": lr,
             "n_train": len(train_rows), "margin_mode": margin_mode, "gamma_bt": gamma_bt}
     done = folder / "DONE"
@@ -84,6 +144,10 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
             from safetensors.torch import load_file
 
             model.load_state_dict(load_file(folder / "model" / "model.safetensors"))
+        info.update(read_json_or_none(folder / "info.json") or {})
+        if top_layers is not None:
+            model._apo_frozen_lower = FrozenLowerLayers(model, n_layers - top_layers,
+                                                        cache=shared_cache("reward", backbone, n_layers - top_layers))
         info["reused"] = True
         note_reuse("reward models")
         return model.eval(), tok, info
@@ -98,10 +162,16 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
         # backward one to save memory a 270M model does not need, and changes no result (as in train_policy).
         gradient_checkpointing=False,
     )
+    if top_layers is not None and not (isinstance(top_layers, int) and 0 < top_layers < n_layers):
+        raise ValueError(f"top_layers must be a whole number in 1..{n_layers - 1} for this backbone, got {top_layers!r}")
+    if top_layers is not None and not lora_r:
+        raise ValueError("top_layers needs LoRA (lora_r > 0): full fine-tuning trains every layer")
     peft_config = None
     if lora_r:
+        only_top = {} if top_layers is None else {"layers_to_transform": list(range(n_layers - top_layers, n_layers)),
+                                                  "layers_pattern": "layers"}
         peft_config = LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
-                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], **only_top)
     from transformers import PrinterCallback
 
     from .study import quiet_progress
@@ -111,8 +181,24 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
                                       peft_config=peft_config, margin_mode=margin_mode, gamma_bt=gamma_bt)
         if not progress:  # the info dict keeps the log; no line per logging step in the notebook
             trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        lower = None
+        if top_layers is not None:
+            lower = FrozenLowerLayers(trainer.model, n_layers - top_layers,
+                                      cache=shared_cache("reward", backbone, n_layers - top_layers))
+            lower.precompute(training_sequences(trainer.train_dataset, None))
+        stopper = None
+        if val_rows:
+            stopper = _EarlyStopping(trainer.model, tok, val_rows, eval_every, patience)
+            trainer.add_callback(stopper)
+        with lower.installed() if lower else contextlib.nullcontext():
+            trainer.train()
     model = trainer.model
+    if lower is not None:
+        model._apo_frozen_lower = lower  # reward_margins scores through it: the top layers only
+    if stopper is not None:
+        stopper.restore_best()
+        info.update(curve=stopper.curve, best_step=stopper.best_step, stopped_step=trainer.state.global_step,
+                    max_steps=trainer.state.max_steps, stopped_early=trainer.state.global_step < trainer.state.max_steps)
     if lora_r:
         model.save_pretrained(folder / "model")  # adapters + score head, safetensors
     else:
@@ -121,6 +207,7 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
         (folder / "model").mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model" / "model.safetensors")
     info["train_log"] = [h for h in trainer.state.log_history if "loss" in h]
+    atomic_write_json(folder / "info.json", {k: v for k, v in info.items() if k != "reused"})
     atomic_write_bytes(done, b"ok\n")
     info["reused"] = False
     return model.eval(), tok, info

@@ -22,7 +22,7 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig
 
 from .cache import cached_map, fingerprint
-from .frozen_layers import FrozenLowerLayers, training_sequences
+from .frozen_layers import FrozenLowerLayers, shared_cache, training_sequences
 from .generation import generate
 from .models import load_causal_lm
 from .objective import Objective
@@ -32,8 +32,6 @@ from .storage import (atomic_write_bytes, atomic_write_json, note_reuse, read_js
 from .trainer import ApoTrainer
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
-# Kept lower-layer states per (backbone, first trained layer), shared by every policy this process trains.
-_KEPT: dict = {}
 
 
 def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *, loss_kwargs: dict | None = None,
@@ -117,7 +115,7 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
         lower = None
         if top_layers is not None:
             lower = FrozenLowerLayers(trainer.model, n_layers - top_layers,
-                                      cache=_KEPT.setdefault((backbone, n_layers - top_layers), {}))
+                                      cache=shared_cache("policy", backbone, n_layers - top_layers))
             lower.precompute(training_sequences(trainer.train_dataset, args.max_length, args.truncation_mode))
         tracker = None
         if track is not None:

@@ -159,3 +159,41 @@ def test_reward_model_trains_without_activation_checkpointing(tmp_path, monkeypa
     reward_model.train_reward_model(rows, "tiny", tmp_path, epochs=1, batch_size=8, lr=1e-3, lora_r=0,
                                     progress=False, log=lambda *_: None)
     assert len(seen) == 1 and seen[0].gradient_checkpointing is False
+
+
+def test_reward_model_stops_early_on_validation_and_keeps_its_best_weights(tmp_path):
+    """A learning rate that over-fits 48 pairs: validation loss rises, training stops before max_steps, and the
+    returned model is the best one seen (its validation loss is the curve's minimum), also when reloaded."""
+    tok = models.tiny_word_tokenizer()
+    policy = models.tiny_causal_lm(tok, seed=0)
+    prompts = offline_prompts(96, seed=0)
+    samples = generate(policy, tok, prompts, n_samples=2, max_new_tokens=16, batch_size=64, progress=False)
+    vader = VaderScorer()
+    scores = [vader([p + y for y in ys], progress=False) for p, ys in zip(prompts, samples)]
+    rows = make_pairs(prompts, samples, scores, "high", seed=0)
+    train, val = split_pairs(rows, 0.5, seed=0)
+    kw = dict(epochs=40, batch_size=8, lr=3e-3, lora_r=0, progress=False, log=lambda *_: None, val_rows=val,
+              eval_every=3, patience=2)
+    rm, rtok, info = train_reward_model(train, "tiny", tmp_path, **kw)
+    curve = info["curve"]
+    assert info["stopped_early"] and info["stopped_step"] < info["max_steps"]
+    assert curve[0]["step"] == 0 and len(curve) >= 3
+    best = min(curve, key=lambda c: c["val_loss"])
+    assert info["best_step"] == best["step"]
+    d = reward_margins(rm, rtok, val)
+    assert np.mean(np.logaddexp(0, -d)) == pytest.approx(best["val_loss"], rel=1e-5)  # the kept weights are the best
+    again, _, info2 = train_reward_model(train, "tiny", tmp_path, **kw)
+    assert info2["reused"] and info2["curve"] == curve and np.allclose(reward_margins(again, rtok, val), d)
+
+
+def test_reward_model_on_top_layers_matches_its_full_forward(tmp_path):
+    """LoRA on the top layer only, trained through the kept lower states: the adapters sit up there, and the
+    ordinary model with those weights ranks the pairs as it was taught."""
+    rows = [{"prompt": f"Film {i} was", "chosen": " great and lovely", "rejected": " dull and bad"} for i in range(24)]
+    rm, rtok, info = train_reward_model(rows, "tiny", tmp_path, epochs=2, batch_size=8, lr=5e-3, lora_r=4,
+                                        progress=False, log=lambda *_: None, top_layers=1)
+    lora = [n for n, p in rm.named_parameters() if "lora_" in n]
+    assert lora and all(".layers.1." in n for n in lora)
+    assert np.mean(reward_margins(rm, rtok, rows) > 0) > 0.9  # learnt the obvious ordering
+    with pytest.raises(ValueError, match="top_layers needs LoRA"):
+        train_reward_model(rows, "tiny", tmp_path / "b", lora_r=0, progress=False, log=lambda *_: None, top_layers=1)
