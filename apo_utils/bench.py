@@ -205,11 +205,13 @@ def levers(model_name: str = "gemma-offline", batch_size: int = 8, words: int = 
         "LoRA r16, reference precomputed": dict(model=model_name, lora_r=16, precompute=True),
         "LoRA r16, reference precomputed, vocabulary trimmed": dict(model=trimmed, lora_r=16, precompute=True),
         # The cpu engine: LoRA on the top layers only (a different parametrisation from the papers' all-layer
-        # LoRA), the frozen layers below run once per text and kept; generation in batches of 64.
+        # LoRA), the frozen layers below run once per text and kept; generation in batches of 64 (128 for top 2).
         "LoRA r16 on the top 6 of 18 layers, lower layers kept, reference precomputed, vocabulary trimmed":
             dict(model=trimmed, lora_r=16, precompute=True, top_layers=6, gen_batch=64),
         "LoRA r16 on the top 3 of 18 layers, lower layers kept, reference precomputed, vocabulary trimmed":
             dict(model=trimmed, lora_r=16, precompute=True, top_layers=3, gen_batch=64),
+        "LoRA r16 on the top 2 of 18 layers, lower layers kept, reference precomputed, vocabulary trimmed":
+            dict(model=trimmed, lora_r=16, precompute=True, top_layers=2, gen_batch=128),
         # TRL's DPOConfig asks for activation checkpointing and Trainer.train() switches it on; a bare
         # training_step (as timed here) does not, so the rows above are without it. This row puts it back, to
         # show what it cost the studies until train_policy turned it off.

@@ -111,7 +111,7 @@ _SETTINGS = {
                    data=DataSettings(policy="gemma-offline", prompt_source="offline", scorer="vader", n_prompts=700,
                                      n_samples=4, max_new_tokens=32, gen_batch_size=64, test_fraction=0.2,
                                      every_pair=True, trim_vocab=8192, rm_epochs=4.0, rm_batch_size=16, rm_lr=5e-4,
-                                     rm_lora_r=16, rm_val_fraction=0.1, rm_eval_every=25, rm_patience=3,
+                                     rm_lora_r=16, rm_val_fraction=0.1, rm_eval_every=25, rm_patience=6,
                                      rm_top_layers=3),
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=1.0, batch_size=8, lr=5e-4, lora_r=16,
                                          max_length=96, trim_vocab=8192, n_eval_prompts=64, eval_samples=2,
