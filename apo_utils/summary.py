@@ -54,9 +54,14 @@ def _zoo(rec) -> list[dict]:
 
 def _data(rec) -> list[dict]:
     out = []
+    bow = rec["metrics"].get("bag_of_words_reference", {})
     for q, v in sorted(rec["metrics"]["reward_model"].items()):
-        out.append(_row("01_imdb_preferences", f"{q} quality", "reward model", "held-out agreement with truth",
-                        {"mean": v["test"]["truth_accuracy"], "sd": 0.0, "n": 1}, rec))
+        for metric, key in (("held-out agreement with truth", "truth_accuracy"), ("held-out Pearson r with the true margin", "pearson")):
+            out.append(_row("01_imdb_preferences", f"{q} quality", "reward model", metric,
+                            {"mean": v["test"][key], "sd": 0.0, "n": 1}, rec))
+            if q in bow:
+                out.append(_row("01_imdb_preferences", f"{q} quality", "words alone (yardstick)", metric,
+                                {"mean": bow[q][key], "sd": 0.0, "n": 1}, rec))
     return out
 
 
