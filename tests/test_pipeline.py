@@ -113,16 +113,21 @@ def test_pairs_quality_levels_and_saving(tmp_path):
         load_pairs(pairs_path(tmp_path, "cpu", "low", "test"))
 
 
+def _scored_samples(n_prompts: int, n_samples: int, max_new_tokens: int):
+    """(prompts, samples, VADER scores) from the tiny policy: word salad with a known ground truth."""
+    tok = models.tiny_word_tokenizer()
+    policy = models.tiny_causal_lm(tok, seed=0)
+    prompts = offline_prompts(n_prompts, seed=0)
+    samples = generate(policy, tok, prompts, n_samples=n_samples, max_new_tokens=max_new_tokens, batch_size=64,
+                       progress=False)
+    vader = VaderScorer()
+    return prompts, samples, [vader([p + y for y in ys], progress=False) for p, ys in zip(prompts, samples)]
+
+
 def test_reward_model_learns_the_scorer_and_is_reused(tmp_path):
     """On word salad scored by VADER, a tiny reward model's margins must track the true margins."""
     d = profiles.get("smoke").data
-    tok = models.tiny_word_tokenizer()
-    policy = models.tiny_causal_lm(tok, seed=0)
-    prompts = offline_prompts(256, seed=0)
-    samples = generate(policy, tok, prompts, n_samples=4, max_new_tokens=24, batch_size=64, progress=False)
-    vader = VaderScorer()
-    scores = [vader([p + y for y in ys], progress=False) for p, ys in zip(prompts, samples)]
-    rows = make_pairs(prompts, samples, scores, "low", label_scale=d.label_scale, seed=0)
+    rows = make_pairs(*_scored_samples(256, 4, 24), "low", label_scale=d.label_scale, seed=0)
     train, test = split_pairs(rows, 0.25, seed=0)
     rm, rtok, info = train_reward_model(train, "tiny", tmp_path, epochs=d.rm_epochs, batch_size=16, lr=d.rm_lr,
                                         lora_r=0, progress=False, log=lambda *_: None)
@@ -164,13 +169,7 @@ def test_reward_model_trains_without_activation_checkpointing(tmp_path, monkeypa
 def test_reward_model_stops_early_on_validation_and_keeps_its_best_weights(tmp_path):
     """A learning rate that over-fits 48 pairs: validation loss rises, training stops before max_steps, and the
     returned model is the best one seen (its validation loss is the curve's minimum), also when reloaded."""
-    tok = models.tiny_word_tokenizer()
-    policy = models.tiny_causal_lm(tok, seed=0)
-    prompts = offline_prompts(96, seed=0)
-    samples = generate(policy, tok, prompts, n_samples=2, max_new_tokens=16, batch_size=64, progress=False)
-    vader = VaderScorer()
-    scores = [vader([p + y for y in ys], progress=False) for p, ys in zip(prompts, samples)]
-    rows = make_pairs(prompts, samples, scores, "high", seed=0)
+    rows = make_pairs(*_scored_samples(96, 2, 16), "high", seed=0)
     train, val = split_pairs(rows, 0.5, seed=0)
     kw = dict(epochs=40, batch_size=8, lr=3e-3, lora_r=0, progress=False, log=lambda *_: None, val_rows=val,
               eval_every=3, patience=2)
