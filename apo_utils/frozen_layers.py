@@ -100,8 +100,7 @@ class FrozenLowerLayers:
         if frozen:
             raise ValueError(f"{len(frozen)} parameters below layer {first_trained} are trainable; their states cannot "
                              f"be kept. Put LoRA on the top layers only (layers_to_transform) and freeze the rest.")
-        self.computed = 0  # sequences whose lower layers were run (misses), for the record
-        self.looked_up = 0
+        self.computed = 0  # sequences whose lower layers were run, for the record
 
     # ------------------------------------------------------------------ computing the kept states
 
@@ -166,7 +165,6 @@ class FrozenLowerLayers:
             with self._uninstalled():
                 for b, h in zip(missing, self._run_lower([input_ids[b, : lengths[b]].tolist() for b in missing])):
                     self.cache[keys[b]] = h
-        self.looked_up += len(keys)
         first = self.cache[keys[0]]
         out = torch.zeros(input_ids.shape[0], input_ids.shape[1], first.shape[-1], dtype=first.dtype,
                           device=input_ids.device)

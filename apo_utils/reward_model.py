@@ -233,7 +233,8 @@ def bag_of_words_reference(train_rows: list[dict], val_rows: list[dict], test_ro
                            l2_grid=(1e-4, 1e-3, 1e-2, 1e-1)) -> dict:
     """What the words alone can predict: a Bradley-Terry logistic model on word counts, as a yardstick for the reward
     model. r(y) = w . counts(y); fitted on the training labels by L-BFGS with an L2 penalty chosen on `val_rows`;
-    returns `margin_quality` on `test_rows` with the penalty used and the vocabulary size. The ground truth here
+    returns `margin_quality` on `test_rows` with the penalty used, the vocabulary size and the test pairs'
+    `estimates` (for a paired comparison). The ground truth here
     (VADER) is itself a word lexicon, so this is close to an upper reference for a model of the same data."""
     import re
 
@@ -272,5 +273,6 @@ def bag_of_words_reference(train_rows: list[dict], val_rows: list[dict], test_ro
     fits = {l2: fit(l2) for l2 in l2_grid}
     val_loss = {l2: float(torch.nn.functional.softplus(-(xv @ w)).mean()) for l2, w in fits.items()}
     best = min(val_loss, key=val_loss.get)
-    out = margin_quality((xs @ fits[best]).numpy(), test_rows)
-    return {**out, "l2": best, "val_loss": val_loss[best], "vocabulary": len(vocab), "n_train": len(train_rows)}
+    est = (xs @ fits[best]).numpy()
+    return {**margin_quality(est, test_rows), "l2": best, "val_loss": val_loss[best], "vocabulary": len(vocab),
+            "n_train": len(train_rows), "estimates": est}

@@ -98,8 +98,8 @@ def release_process_group_at_exit(trainer=None):
 
     Neither TRL nor accelerate destroys the group when a script ends. Hooks run last-registered first, so this
     one runs before the interpreter's own teardown; it is a no-op if the group was destroyed already. Called
-    by every trainer here; in a script that makes its own DDP models, call `release_process_group()` (or
-    drop those models and call `torch.distributed.destroy_process_group()`) before it ends."""
+    by every trainer here; a script that wraps models in DDP itself must drop them and call
+    `torch.distributed.destroy_process_group()` before it ends."""
     global _exit_hook_registered
     if trainer is not None:
         _trainers.add(trainer)
