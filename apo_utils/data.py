@@ -148,28 +148,33 @@ def flip_labels(dataset, rate: float, seed: int = 0):
 QUALITIES = ("high", "low")
 
 
-def _pair_indices(ss, quality: str, every: bool) -> list[tuple[int, int]]:
+def _pair_indices(ss, quality: str, every: bool, extremes: int | None = None,
+                  high_samples: int | None = None) -> list[tuple[int, int]]:
     """Which samples of one prompt are paired. One pair a prompt, or (every=True) all the pairs of that kind."""
     k = len(ss)
     order = [int(j) for j in np.argsort(ss, kind="stable")]  # worst first
     if quality == "high":
-        return [(a, b) for a in range(k) for b in range(a + 1, k)] if every else [(0, 1)]
+        h = k if high_samples is None else min(k, high_samples)
+        return [(a, b) for a in range(h) for b in range(a + 1, h)] if every else [(0, 1)]
     if not every:
         return [(order[-1], order[0])]
-    top, bottom = order[k - k // 2:], order[: k // 2]
+    m = k // 2 if extremes is None else min(k // 2, extremes)
+    top, bottom = order[k - m:], order[:m]
     return [(a, b) for a in reversed(top) for b in bottom]
 
 
 def make_pairs(prompts: list[str], samples: list[list[str]], scores: list[list[float]], quality: str = "high",
-               label_scale: float = 4.0, seed: int = 0, every_pair: bool = False) -> list[dict]:
+               label_scale: float = 4.0, seed: int = 0, every_pair: bool = False, *, extremes: int | None = None,
+               high_samples: int | None = None) -> list[dict]:
     """Preference pairs from scored samples, labelled by a noisy Bradley-Terry annotator.
 
     quality='high': two on-policy samples of the prompt (subtle margins): the first two, or with
-                    every_pair=True all k(k-1)/2 pairs of its k samples.
+                    every_pair=True all h(h-1)/2 pairs of its first h = `high_samples` samples (all k if None).
     quality='low':  large, easy margins: the best against the worst of the prompt's samples by true score, or
-                    with every_pair=True each sample of the better half against each of the worse half
-                    ((k/2)^2 pairs; k = 4 gives 4). The MADPO paper pairs a policy sample with the human
-                    review text instead.
+                    with every_pair=True each of the m best against each of the m worst (m = `extremes`, at
+                    most and by default k/2: m^2 pairs). The MADPO paper pairs the better policy sample with
+                    the human review text instead; offline there is none, so the margins come from the spread
+                    of the policy's own samples: more samples a prompt and a small m give larger ones.
     Rows carry `prompt_id` (the prompt's index), so a split can keep all pairs of a prompt on one side.
     The label comes from Gumbel noise on the scaled true scores, y_a > y_b iff k s_a + G_a >= k s_b + G_b,
     i.e. P(a preferred) = sigma(k (s_a - s_b)): close pairs are often mislabelled, clear ones rarely.
@@ -182,6 +187,9 @@ def make_pairs(prompts: list[str], samples: list[list[str]], scores: list[list[f
         raise ValueError(f"label_scale must be > 0, got {label_scale}")
     if not (len(prompts) == len(samples) == len(scores)):
         raise ValueError("prompts, samples and scores must have one entry per prompt")
+    for name, v in (("extremes", extremes), ("high_samples", high_samples)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "extremes" else 2)):
+            raise ValueError(f"{name} must be a whole number >= {1 if name == 'extremes' else 2} or None, got {v!r}")
     rng = np.random.default_rng(seed)
     rows = []
     for i, (p, ys, ss) in enumerate(zip(prompts, samples, scores)):
@@ -191,7 +199,7 @@ def make_pairs(prompts: list[str], samples: list[list[str]], scores: list[list[f
                or not math.isfinite(v)]
         if bad:  # a NaN score would label the pair by the noise alone, silently
             raise ValueError(f"prompt {i}, sample {bad[0]}: score {ss[bad[0]]!r} is not a finite number")
-        for a, b in _pair_indices(ss, quality, every_pair):
+        for a, b in _pair_indices(ss, quality, every_pair, extremes, high_samples):
             g = rng.gumbel(size=2)
             a_wins = label_scale * ss[a] + g[0] >= label_scale * ss[b] + g[1]
             c, r = (a, b) if a_wins else (b, a)

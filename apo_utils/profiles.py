@@ -41,6 +41,8 @@ class DataSettings:
     rm_lr: float = 1e-3
     rm_lora_r: int = 0  # 0: train every weight (tiny model); >0: LoRA rank on a pretrained backbone
     every_pair: bool = False  # all pairs of a prompt's samples (data.make_pairs) instead of one pair a prompt
+    high_samples: int | None = None  # every_pair: the high tier pairs a prompt's first h samples (None: all)
+    low_extremes: int | None = None  # every_pair: the low tier crosses the m best with the m worst (None: halves)
     trim_vocab: int | None = None  # generate with the vocabulary-trimmed starting policy (keep_first), as 02-05 train
     rm_val_fraction: float = 0.0  # training prompts held out to stop the reward model early (0: no early stopping)
     rm_eval_every: int = 20  # optimizer steps between validation passes
@@ -105,12 +107,15 @@ _SETTINGS = {
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),
-                   # 01 on cpu: 700 prompts x 4 samples from the trimmed starting policy, every pair of a prompt:
-                   # 560 training prompts give 3,360 high / 2,240 low pairs, 140 held-out ones 840 / 560. The reward
-                   # model trains LoRA on its top 3 layers (lower layers once per text) with early stopping.
+                   # 01 on cpu: 700 prompts x 8 samples from the trimmed starting policy. High tier: every pair of
+                   # a prompt's first 5 samples (10); low tier: its 2 best x its 2 worst of the 8 (4, large
+                   # margins, as the paper's policy-vs-review pairs). 560 training prompts give 5,600 high /
+                   # 2,240 low pairs, 140 held-out ones 1,400 / 560. The reward model trains LoRA on its top 3
+                   # layers (lower layers once per text) with early stopping.
                    data=DataSettings(policy="gemma-offline", prompt_source="offline", scorer="vader", n_prompts=700,
-                                     n_samples=4, max_new_tokens=32, gen_batch_size=64, test_fraction=0.2,
-                                     every_pair=True, trim_vocab=8192, rm_epochs=4.0, rm_batch_size=16, rm_lr=5e-4,
+                                     n_samples=8, max_new_tokens=32, gen_batch_size=128, test_fraction=0.2,
+                                     every_pair=True, high_samples=5, low_extremes=2, trim_vocab=8192,
+                                     rm_epochs=2.5, rm_batch_size=16, rm_lr=5e-4,
                                      rm_lora_r=16, rm_val_fraction=0.1, rm_eval_every=25, rm_patience=6,
                                      rm_top_layers=3),
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=1.0, batch_size=8, lr=5e-4, lora_r=16,

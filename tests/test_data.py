@@ -132,3 +132,26 @@ def test_every_pair_of_a_prompt_and_a_split_that_keeps_prompts_whole():
     # one pair a prompt: the old split by row, unchanged
     one = make_pairs(prompts, samples, scores, "high", seed=0)
     assert len(one) == 10 and [r["prompt_id"] for r in one] == list(range(10))
+
+
+def test_low_tier_from_the_extremes_and_high_tier_from_the_first_samples():
+    from apo_utils.data import make_pairs
+
+    prompts = [f"p{i}" for i in range(6)]
+    samples = [[f"{p} s{j}" for j in range(8)] for p in prompts]
+    scores = [[0.1 * j for j in (5, 0, 7, 2, 6, 1, 3, 4)] for _ in prompts]  # best s2, s4; worst s1, s5
+    low = make_pairs(prompts, samples, scores, "low", seed=0, every_pair=True, extremes=2)
+    lows = {frozenset((r["chosen"][-2:], r["rejected"][-2:])) for r in low if r["prompt_id"] == 0}
+    assert lows == {frozenset(x) for x in [("s2", "s1"), ("s2", "s5"), ("s4", "s1"), ("s4", "s5")]}
+    assert all(abs(r["true_margin"]) >= 0.5 - 1e-9 for r in low)  # ranks 1-2 against 7-8 of eight
+    halves = make_pairs(prompts, samples, scores, "low", seed=0, every_pair=True)
+    assert len(halves) == 6 * 16 and len(low) == 6 * 4
+    assert len(make_pairs(prompts, samples, scores, "low", seed=0, every_pair=True, extremes=9)) == 6 * 16
+    high = make_pairs(prompts, samples, scores, "high", seed=0, every_pair=True, high_samples=5)
+    assert len(high) == 6 * 10
+    assert {t for r in high for t in (r["chosen"][-2:], r["rejected"][-2:])} == {"s0", "s1", "s2", "s3", "s4"}
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="extremes must be a whole number"):
+            make_pairs(prompts, samples, scores, "low", every_pair=True, extremes=bad)
+    with pytest.raises(ValueError, match="high_samples must be a whole number >= 2"):
+        make_pairs(prompts, samples, scores, "high", every_pair=True, high_samples=1)
