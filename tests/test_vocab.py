@@ -7,8 +7,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from apo_utils.models import load_causal_lm, tiny_causal_lm, tiny_word_tokenizer
+from apo_utils.models import load_causal_lm
 from apo_utils.prompts import offline_prompts
+from apo_utils.tiny import tiny_causal_lm, tiny_word_tokenizer
 from apo_utils.vocab import INFO_FILE, kept_mass, trim_vocabulary
 
 TRAIN_TEXT = offline_prompts(400, seed=0)

@@ -15,7 +15,7 @@ from datasets import load_dataset
 from trl import DPOConfig
 
 from apo_utils.bench import synthetic_pairs
-from apo_utils.models import tiny_causal_lm, tiny_word_tokenizer
+from apo_utils.tiny import tiny_causal_lm, tiny_word_tokenizer
 from apo_utils.trainer import ApoTrainer
 
 names, per_device, out_path, workdir = sys.argv[1].split(","), int(sys.argv[2]), sys.argv[3], sys.argv[4]
