@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import losses as L
 from .objective import Objective
 
 # Hyperparameters for the bandit: one beta scale for the reference-based family, SimPO-style ones
@@ -36,7 +37,6 @@ BANDIT_HPARAMS = {
     "amapo": {"beta": 2.0},
 }
 
-REFERENCE_FREE = {"simpo", "gamma_simpo", "amapo"}
 
 
 @dataclass
@@ -106,7 +106,7 @@ def train(method: str, bandit: Bandit, steps: int = 400, batch_size: int = 64, l
     ones = torch.ones(batch_size)
     curve = {"step": [], "ranking_accuracy": [], "reward_gain": [], "kl": []}
     grad_on_flipped, grad_on_clean = [], []
-    free = method in REFERENCE_FREE
+    free = not L.capabilities(method).reference
     for step in range(steps + 1):
         if step % eval_every == 0 or step == steps:
             with torch.no_grad():

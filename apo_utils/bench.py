@@ -26,8 +26,9 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from . import losses as L
-from .models import REVIEW_WORDS, load_causal_lm
+from .models import load_causal_lm
 from .prompts import offline_prompts
+from .tiny import REVIEW_WORDS
 from .frozen_layers import FrozenLowerLayers, training_sequences
 from .records import device_description, git_commit, package_versions
 from .storage import atomic_write_json, repo_root
@@ -91,7 +92,7 @@ def _steady_state(tr, seed: int):
     """Give a stateful loss the running state it has after many steps, so its per-step cost is the real one:
     gamma-PO's queue full (its margin optimisation then runs over `opt_size` gaps, not the first batches' few)."""
     obj = getattr(tr, "objective", None)
-    if obj is not None and obj.name in ("gamma_dpo", "gamma_simpo"):
+    if obj is not None and obj.caps.state == "gap_queue":
         obj.queue = 0.5 * torch.randn(obj.queue_size, generator=torch.Generator().manual_seed(seed))
 
 
@@ -173,7 +174,7 @@ def _gen_tps(model, tok, batch_size, gen_tokens, seed) -> float:
 def _trimmed(model_name: str, ds, seed: int, keep_first: int, log):
     """The model with its vocabulary trimmed to the bench's texts plus the `keep_first` commonest pieces, as the
     `cpu` profile trains it (apo_utils.vocab); returns its folder, the full model and tokenizer, and the kept tokens."""
-    from .models import cache_dir
+    from .env import cache_dir
     from .vocab import trim_vocabulary
 
     base, tok, _ = load_causal_lm(model_name, seed=seed, log=lambda *_: None)

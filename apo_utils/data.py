@@ -72,6 +72,12 @@ def _check_margin_column(values: list, where: str):
             raise ValueError(f"{where}column 'margin' row {i} is {v}, expected a finite number")
 
 
+def _check_pair_id_column(values: list, where: str):
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v != int(v):
+            raise ValueError(f"{where}column 'pair_id' row {i} is {type(v).__name__} ({v!r:.80}), expected a whole number")
+
+
 def validate_preferences(dataset, require_margin: bool = False, *, check_margin: bool = True,
                          require_prompt: bool = True, where: str | None = None):
     """Raise ValueError naming the column and first bad row; return the dataset unchanged if it is sound.
@@ -80,7 +86,7 @@ def validate_preferences(dataset, require_margin: bool = False, *, check_margin:
     `where`, e.g. 'train_dataset', to start every message). Columns `chosen`/`rejected` (and `prompt` unless
     require_prompt=False, as TRL can take the prompt from a shared prefix) hold non-empty strings or
     conversations; already tokenised `chosen_ids`/`rejected_ids` are TRL's to check. `margin`, when present
-    and check_margin, holds finite numbers. Pairs with chosen == rejected carry no preference signal: they
+    and check_margin, holds finite numbers; `pair_id`, when present, whole numbers. Pairs with chosen == rejected carry no preference signal: they
     are counted in a warning, not refused.
     """
     prefix, name = (f"{where}: ", where) if where else ("", "the preference dataset")
@@ -102,12 +108,44 @@ def validate_preferences(dataset, require_margin: bool = False, *, check_margin:
     elif require_margin and "margin" not in cols:
         raise ValueError(f"{prefix}missing column 'margin': this loss needs a numeric 'margin' column; the "
                          f"dataset has columns {sorted(cols)}")
+    if "pair_id" in cols:
+        _check_pair_id_column(data["pair_id"], prefix)
     same = [i for i, (a, b) in enumerate(zip(data["chosen"], data["rejected"])) if a == b]
     if same:
         rows = ", ".join(map(str, same[:5])) + (", ..." if len(same) > 5 else "")
         log.warning("%s%d of %d pairs have chosen == rejected (rows %s): they carry no preference signal and "
                     "only dilute the batch", prefix, len(same), n, rows)
     return dataset
+
+
+def report_truncation(before: dict, after: dict, max_length: int | None, mode: str = "keep_start"):
+    """Say what TRL's `max_length` did to tokenised preference data, which it does silently.
+
+    before: rows per split before TRL saw them; after: the tokenised splits (`prompt_ids`, `chosen_ids`,
+    `rejected_ids`). Rows are dropped when the prompt alone fills max_length: all of them is an error here,
+    not torch's `num_samples=0` later; some is a warning. Pairs longer than max_length are cut: a warning says
+    how many and to how few response tokens."""
+    if max_length is None:
+        return
+    for split, n_before in before.items():
+        ds = after.get(split)
+        if ds is None or "prompt_ids" not in ds.column_names:
+            continue
+        if len(ds) == 0:
+            raise ValueError(f"{split}: all {n_before} rows have a prompt of at least max_length={max_length} "
+                             f"tokens, so TRL dropped every one and nothing is left to train on: raise "
+                             f"max_length (DPOConfig) or shorten the prompts")
+        if n_before > len(ds):
+            log.warning("%s: %d of %d rows dropped because the prompt alone fills max_length=%d tokens; raise "
+                        "max_length or shorten those prompts", split, n_before - len(ds), n_before, max_length)
+        cut = [(lp, max(len(c), len(r))) for lp, c, r in
+               zip(map(len, ds["prompt_ids"]), ds["chosen_ids"], ds["rejected_ids"]) if lp + max(len(c), len(r)) > max_length]
+        if cut:
+            what = (f"responses cut to as few as {min(max_length - lp for lp, _ in cut)} tokens"
+                    if mode == "keep_start" else "prompts cut from their start")
+            log.warning("%s: %d of %d pairs are longer than max_length=%d tokens (prompt + response, up to %d): "
+                        "%s. Raise max_length if that matters", split, len(cut), len(ds), max_length,
+                        max(a + b for a, b in cut), what)
 
 
 def flip_labels(dataset, rate: float, seed: int = 0):

@@ -18,9 +18,9 @@ float32 whatever the input dtype, so bf16/fp16 log-probs do not overflow inside 
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,9 +29,13 @@ import torch.nn.functional as F
 
 __all__ = [
     "LOSSES",
+    "LOSS_TABLE",
+    "Capabilities",
     "LossOutput",
     "amapo_loss",
+    "batch_statistic",
     "beta_dpo_loss",
+    "capabilities",
     "cdpo_loss",
     "compute_loss",
     "dpo_loss",
@@ -58,6 +62,8 @@ class LossOutput:
     grad_weight: analytic dloss_i/dh_i with stop-gradients respected (detached).
     mask:        1 for pairs that count, 0 for pairs a method filters out (beta-DPO); None = all.
     stats:       diagnostics to log (per-pair tensors or scalars), e.g. the adaptive margin.
+    denominator: what the masked sum is divided by; None = this batch's kept pairs. Multi-process training
+                 sets it to the global batch's kept pairs over the number of processes (see `Objective`).
     """
 
     losses: torch.Tensor
@@ -65,12 +71,14 @@ class LossOutput:
     grad_weight: torch.Tensor
     mask: torch.Tensor | None = None
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    denominator: torch.Tensor | None = None
 
     @property
     def loss(self) -> torch.Tensor:
         if self.mask is None:
             return self.losses.mean()
-        return (self.losses * self.mask).sum() / self.mask.sum().clamp_min(1.0)
+        d = self.mask.sum().clamp_min(1.0) if self.denominator is None else self.denominator
+        return (self.losses * self.mask).sum() / d
 
 
 # --------------------------------------------------------------------------- input checks
@@ -342,31 +350,21 @@ def dynamic_target_margins(
         g = np.concatenate([context.detach().double().reshape(-1).cpu().numpy(), g])
     n = g.size
     lr = min(0.5 / tau, 1.0)
-    # One exponentiated-gradient step on the objective's gradient
-    #     d/dp_i = gamma0 sigma(gamma_i - g_i) + tau (1 + log(N p_i))
-    # is  log p_i <- (1 - lr tau) log p_i - lr gamma0 sigma(gamma_i - g_i) + c,  c the same for every i,
-    # and sigma(x) = (1 + tanh(x / 2)) / 2, whose constant half also folds into c. So we carry unnormalised
-    # log-weights z (p = e^z / sum e^z) and drop every constant: 8 array operations a step instead of ~20.
-    # The loop runs every training step on a few hundred numbers, where NumPy's per-call cost dominates, and
-    # it is what gamma-PO adds to a DPO step (apo_utils/bench.py holds it to <= 1.03x of TRL's).
-    keep, half_step = 1.0 - lr * tau, 0.5 * lr * gamma0
-    # |z| <= steps * half_step, so e^z can neither overflow nor vanish unless that bound is large; only then
-    # re-centre z every step (a shift of z does not change p).
-    recentre = 2 * steps * half_step > 600.0
-    half_g = 0.5 * g
-    z, e, t, total = np.zeros(n), np.ones(n), np.empty(n), float(n)
+    # The objective over p on the simplex (Sun et al. 2025, arXiv 2506.03690) and its gradient:
+    #     F(p)    = mean_i -log sigma(g_i - gamma_i) + tau KL(p || uniform),   gamma_i = gamma0 N p_i
+    #     dF/dp_i = gamma0 sigma(gamma_i - g_i) + tau (1 + log(N p_i))
+    # Exponentiated gradient from uniform:  p_i <- p_i exp(-lr dF/dp_i) / sum_j p_j exp(-lr dF/dp_j),
+    # carried as log p so that no step can overflow or vanish. Written out, a step is a dozen NumPy calls
+    # (about 0.2 ms for a few hundred gaps): nothing next to the forward and backward pass it rides with.
+    log_p = np.full(n, -math.log(n))
     for _ in range(steps):
-        np.multiply(e, 0.5 * gamma0 * n / total, out=t)  # gamma_i / 2 = gamma0 N p_i / 2
-        np.subtract(t, half_g, out=t)
-        np.tanh(t, out=t)  # 2 sigma(gamma_i - g_i) - 1
-        np.multiply(t, half_step, out=t)
-        np.multiply(z, keep, out=z)
-        np.subtract(z, t, out=z)
-        if recentre:
-            np.subtract(z, z.max(), out=z)
-        np.exp(z, out=e)
-        total = float(np.add.reduce(e))  # e.sum() without its Python wrapper
-    p = e / total
+        gamma = gamma0 * n * np.exp(log_p)
+        sigma = 0.5 * (1.0 + np.tanh(0.5 * (gamma - g)))  # sigma(gamma_i - g_i), without overflow
+        grad = gamma0 * sigma + tau * (1.0 + math.log(n) + log_p)
+        log_p = log_p - lr * grad
+        top = log_p.max()
+        log_p -= top + math.log(np.exp(log_p - top).sum())  # normalise: subtract log sum_j exp(log p_j)
+    p = np.exp(log_p)
     out = torch.from_numpy(gamma0 * n * p[-gaps.numel():])
     return out.to(device=gaps.device, dtype=gaps.dtype if gaps.is_floating_point() else torch.float32)
 
@@ -457,26 +455,23 @@ def amapo_loss(
 # --------------------------------------------------------------------------- multi-process
 
 
-# The losses whose value depends on the whole batch, and so on every process's rows.
-BATCH_LEVEL = {"beta_dpo", "gamma_dpo", "gamma_simpo", "amapo"}
-
-
 def batch_statistic(name: str, pc, pr, rc=None, rr=None, *, chosen_lengths=None, rejected_lengths=None,
                     beta: float | None = None, length_norm: bool = True, **_) -> torch.Tensor | None:
     """The per-pair number a batch-level loss pools over the batch (None for the others).
 
     beta-DPO and gamma-DPO: the reward gap beta h; gamma-SimPO: beta h-bar; AMaPO: h (length-normalised
-    when `length_norm`). A multi-process trainer gathers it from every process and passes it back as
-    `gathered` so the batch statistics are those of the global batch.
+    when `length_norm`). In multi-process training `Objective` gathers it from every process and passes it
+    back (`gathered_gaps` / `gathered_h`), so the batch statistics are those of the global batch.
     """
-    if name not in BATCH_LEVEL:
+    pooled = capabilities(name).pooled
+    if pooled is None:
         return None
-    if name == "amapo":
+    if pooled == "h":
         if length_norm:
             return _normalised_margin(pc, pr, chosen_lengths, rejected_lengths).detach()
         return (pc - pr).detach()
     b = default_beta(name) if beta is None else beta
-    if name == "gamma_simpo":
+    if not capabilities(name).reference:
         return (b * _normalised_margin(pc, pr, chosen_lengths, rejected_lengths)).detach()
     return (b * _reference_margin(pc, pr, rc, rr)).detach()
 
@@ -515,30 +510,56 @@ def reward_bt_loss(rewards_chosen, rewards_rejected) -> LossOutput:
     return LossOutput(losses, h.detach(), grad)
 
 
-# --------------------------------------------------------------------------- registry
+# --------------------------------------------------------------------------- the table of losses
 
-LOSSES = {
-    "dpo": dpo_loss,
-    "ipo": ipo_loss,
-    "cdpo": cdpo_loss,
-    "robust": robust_loss,
-    "beta_dpo": beta_dpo_loss,
-    "simpo": simpo_loss,
-    "madpo": madpo_loss,
-    "gamma_dpo": gamma_dpo_loss,
-    "gamma_simpo": gamma_simpo_loss,
-    "amapo": amapo_loss,
-    "mmpo": mmpo_loss,
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a loss reads beyond the policy log-probs and what it keeps: the one place the trainer, `Objective`,
+    the bandit, the ranking helpers and the notebooks ask, instead of lists of names.
+
+    reference: reads the reference model's log-probs (False: reference-free, scored on length-normalised h-bar).
+    margin:    reads a per-pair `margin` (a reward-model or quality margin) from the data.
+    pooled:    the per-pair number the loss pools over the whole batch ('gaps' = beta h or beta h-bar, 'h' =
+               AMaPO's h), so in multi-process training it is gathered from every process and passed back
+               as `gathered_<pooled>`; None for losses that treat each pair alone.
+    state:     what it keeps between batches: 'gap_stats' (beta-DPO's running mean and std of the gaps),
+               'gap_queue' (gamma-PO's queue of recent gaps), or None.
+    beta:      its own default beta (the functions' keyword default says the same; a test holds them equal).
+    """
+
+    fn: Callable[..., LossOutput]
+    reference: bool
+    margin: bool = False
+    pooled: str | None = None
+    state: str | None = None
+    beta: float = 0.1
+
+
+LOSS_TABLE: dict[str, Capabilities] = {
+    "dpo": Capabilities(dpo_loss, reference=True),
+    "ipo": Capabilities(ipo_loss, reference=True),
+    "cdpo": Capabilities(cdpo_loss, reference=True),
+    "robust": Capabilities(robust_loss, reference=True),
+    "beta_dpo": Capabilities(beta_dpo_loss, reference=True, pooled="gaps", state="gap_stats"),
+    "simpo": Capabilities(simpo_loss, reference=False, beta=2.0),
+    "madpo": Capabilities(madpo_loss, reference=True, margin=True),
+    "gamma_dpo": Capabilities(gamma_dpo_loss, reference=True, pooled="gaps", state="gap_queue"),
+    "gamma_simpo": Capabilities(gamma_simpo_loss, reference=False, pooled="gaps", state="gap_queue", beta=2.0),
+    "amapo": Capabilities(amapo_loss, reference=False, pooled="h", beta=2.0),
+    "mmpo": Capabilities(mmpo_loss, reference=True, margin=True),
 }
+LOSSES = {name: c.fn for name, c in LOSS_TABLE.items()}
 
-# Which inputs each loss reads beyond the policy log-probs (and response lengths, always passed).
-NEEDS_REFERENCE = {"dpo", "ipo", "cdpo", "robust", "beta_dpo", "madpo", "gamma_dpo", "mmpo"}
-NEEDS_MARGIN = {"madpo", "mmpo"}
+
+def capabilities(name: str) -> Capabilities:
+    """`capabilities('madpo').margin` -> True. Unknown names raise ValueError with the list of known ones."""
+    return LOSS_TABLE[check_loss_name(name)]
 
 
 def default_beta(name: str) -> float:
     """The beta a loss uses when none is given (0.1 for the DPO family, 2.0 for SimPO, gamma-SimPO and AMaPO)."""
-    return inspect.signature(LOSSES[check_loss_name(name)]).parameters["beta"].default
+    return capabilities(name).beta
 
 
 def check_loss_name(name: str) -> str:

@@ -1,13 +1,16 @@
-"""A named loss with its hyperparameters checked up front and its running state kept between batches.
+"""A named loss with its hyperparameters checked up front, its running state, and its pooled batch statistic.
 
 The functions in `losses.py` are pure. Two methods need memory across batches: beta-DPO keeps a
 moving mean and std of reward gaps, gamma-PO a queue of recent gaps that anchors its margin
-optimisation. `Objective` holds that state so the trainer and the bandit simulation share it.
+optimisation. Four pool a per-pair number over the batch (beta-DPO, gamma-PO, AMaPO); with several
+processes that number must be gathered from all of them first. `Objective` does both, reading what
+each loss needs from `losses.LOSS_TABLE`, so the trainer and the bandit simulation share it.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 
@@ -31,7 +34,8 @@ class Objective:
     def __init__(self, name: str, *, momentum: float = 0.9, queue_size: int = 2048, opt_size: int = 256,
                  seed: int = 0, **hparams):
         self.name = L.check_loss_name(name)
-        self.fn = L.LOSSES[name]
+        self.caps = L.capabilities(name)
+        self.fn = self.caps.fn
         allowed = [p for p in inspect.signature(self.fn).parameters if p not in _DATA_ARGS and p != "_"]
         for key in hparams:
             if key not in allowed:
@@ -54,11 +58,11 @@ class Objective:
 
     @property
     def needs_reference(self) -> bool:
-        return self.name in L.NEEDS_REFERENCE
+        return self.caps.reference
 
     @property
     def needs_margin(self) -> bool:
-        return self.name in L.NEEDS_MARGIN
+        return self.caps.margin
 
     def _dry_run(self):
         z = torch.zeros(2)
@@ -67,21 +71,32 @@ class Objective:
                 generator=torch.Generator().manual_seed(0), **self.hparams)
 
     def __call__(self, pc, pr, rc=None, rr=None, *, margin=None, chosen_lengths=None, rejected_lengths=None,
-                 gathered: torch.Tensor | None = None, offset: int = 0, update: bool = True) -> L.LossOutput:
-        """Compute the loss. In multi-process runs `gathered` is `losses.batch_statistic` of every process's
-        rows in process order, this process's rows starting at `offset`; every process then computes the
-        same global statistics (and draws the same random numbers) as one process would on the global
-        batch. `update=False` leaves the running state alone (evaluation)."""
+                 gather: Callable | None = None, update: bool = True) -> L.LossOutput:
+        """Compute the loss; `update=False` leaves the running state alone (evaluation).
+
+        gather: in multi-process training, `gather(t) -> (rows of every process in process order, where this
+        process's rows start, number of processes)`. A loss that pools a batch statistic then sees that of the
+        global batch: every process computes the same statistics and draws the same random numbers as one
+        process would on the global batch, and a masked loss (beta-DPO) is scaled so that the processes'
+        average, which DDP takes, is the masked mean over the global batch."""
+        gathered, offset, processes = None, 0, 1
+        if gather is not None and self.caps.pooled:
+            stat = L.batch_statistic(self.name, pc, pr, rc, rr, chosen_lengths=chosen_lengths,
+                                     rejected_lengths=rejected_lengths, **self.hparams)
+            gathered, offset, processes = gather(stat)
         kw = dict(self.hparams, margin=margin, chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)
-        if self.name == "beta_dpo":
-            kw.update(gap_mean=self.gap_mean, gap_std=self.gap_std, generator=self.generator, gathered_gaps=gathered,
-                      offset=offset)
-        elif self.name in ("gamma_dpo", "gamma_simpo"):
-            kw.update(context=self._sample_context(pc if gathered is None else gathered), gathered_gaps=gathered,
-                      offset=offset)
-        elif self.name == "amapo":
-            kw.update(gathered_h=gathered)
+        if self.caps.pooled:
+            kw[f"gathered_{self.caps.pooled}"] = gathered
+        if self.caps.pooled == "gaps":
+            kw["offset"] = offset
+        if self.caps.state == "gap_stats":
+            kw.update(gap_mean=self.gap_mean, gap_std=self.gap_std, generator=self.generator)
+        elif self.caps.state == "gap_queue":
+            kw["context"] = self._sample_context(pc if gathered is None else gathered)
         out = self.fn(pc, pr, rc, rr, **kw)
+        if gathered is not None and out.mask is not None:
+            kept = gather(out.mask.float())[0].sum().clamp_min(1.0)  # kept pairs of the global batch
+            out.denominator = kept / processes
         if update:
             self._update(out, gathered)
         return out
@@ -95,13 +110,13 @@ class Objective:
         return self.queue[idx].to(pc.device)
 
     def _update(self, out: L.LossOutput, gathered: torch.Tensor | None = None):
-        if self.name == "beta_dpo":
+        if self.caps.state == "gap_stats":
             m = self.momentum
             self.gap_mean = m * self.gap_mean + (1 - m) * float(out.stats["gap_mean"])
             std = float(out.stats["gap_std"])
             if std > 0:
                 self.gap_std = m * self.gap_std + (1 - m) * std
-        elif self.name in ("gamma_dpo", "gamma_simpo"):
+        elif self.caps.state == "gap_queue":
             gaps = out.stats["gaps"] if gathered is None else gathered  # every process keeps the global queue
             self.queue = torch.cat([self.queue, gaps.detach().float().cpu().reshape(-1)])[-self.queue_size:]
 

@@ -67,6 +67,17 @@ class PolicySettings:
     eval_max_new_tokens: int = 24
     eval_batch_size: int = 32
     ablation: bool = True  # MADPO amplification-only / dampening-only runs (notebook 02)
+    top_layers: int | None = None  # LoRA on the top layers only, lower layers run once per text (None: every layer)
+
+    def run_key(self) -> dict:
+        """What changes one policy run, for its cache key: not the list of seeds, not which extra runs a study
+        makes (ablation), not how many prompts it evaluates (the prompts themselves are part of the key)."""
+        d = asdict(self)
+        for k in ("seeds", "ablation", "n_eval_prompts"):
+            del d[k]
+        if d["top_layers"] is None:  # the keys runs had before the option existed
+            del d["top_layers"]
+        return d
 
 
 @dataclass(frozen=True)

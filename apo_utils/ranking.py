@@ -15,7 +15,6 @@ import torch
 from . import losses as L
 from .cache import cached_map
 
-REFERENCE_FREE = {"simpo", "gamma_simpo", "amapo"}
 
 
 @torch.no_grad()
@@ -67,7 +66,7 @@ def implicit_margin(method: str, policy: dict, reference: dict | None = None) ->
     Reference-free methods: log pi(y_w)/|y_w| - log pi(y_l)/|y_l| (h-bar). The others:
     [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)] (h; beta does not change its sign).
     """
-    if method in REFERENCE_FREE:
+    if not L.capabilities(method).reference:
         return policy["chosen"] / policy["chosen_len"] - policy["rejected"] / policy["rejected_len"]
     if reference is None:
         raise ValueError(f"{method!r} scores pairs against the reference; pass reference log-probs")
@@ -112,8 +111,6 @@ def gradient_weights(loss_name: str, policy: dict, reference: dict | None = None
     t = {k: torch.tensor(np.asarray(v, dtype=np.float64)) for k, v in policy.items()}
     ref = {k: torch.tensor(np.asarray(v, dtype=np.float64)) for k, v in (reference or {}).items()}
     kw = dict(loss_kwargs)
-    if loss_name in ("gamma_dpo", "gamma_simpo"):
-        kw.setdefault("context", None)
     out = L.compute_loss(loss_name, t["chosen"], t["rejected"], ref.get("chosen"), ref.get("rejected"),
                          chosen_lengths=t["chosen_len"], rejected_lengths=t["rejected_len"],
                          margin=None if margin is None else torch.tensor(np.asarray(margin, dtype=np.float64)), **kw)

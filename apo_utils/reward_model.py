@@ -20,8 +20,10 @@ from trl import RewardConfig
 from trl.trainer.reward_trainer import DataCollatorForPreference as RewardCollator
 
 from .cache import fingerprint
+from .data import validate_preferences
 from .frozen_layers import FrozenLowerLayers, attached, shared_cache, training_sequences
 from .models import load_reward_model
+from .progress import quiet_progress
 from .storage import atomic_write_bytes, atomic_write_json, note_reuse, read_json_or_none, safetensors_problem
 from .trainer import MarginRewardTrainer
 
@@ -114,10 +116,8 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
     """
     from peft import LoraConfig, PeftModel
 
-    if margin_mode != "none":
-        missing = [i for i, r in enumerate(train_rows) if "margin" not in r]
-        if missing:
-            raise ValueError(f"margin_mode={margin_mode!r} needs a 'margin' in every row; row {missing[0]} has none")
+    validate_preferences(train_rows, require_margin=margin_mode != "none", check_margin=margin_mode != "none",
+                         where="train_rows")
     # (plain models keep the key they always had, so earlier runs' reward models are still found)
     mode_key = [] if margin_mode == "none" else [margin_mode, float(gamma_bt),
                                                   [float(r["margin"]) for r in train_rows]]
@@ -173,8 +173,6 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
         peft_config = LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], **only_top)
     from transformers import PrinterCallback
-
-    from .study import quiet_progress
 
     with contextlib.nullcontext() if progress else quiet_progress():
         trainer = MarginRewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,

@@ -23,3 +23,12 @@ def paired_bootstrap(a, b, groups=None, n_boot: int = 4000, seed: int = 0) -> di
     boots = sums[pick].sum(1) / counts[pick].sum(1)
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return {"diff": float(d.mean()), "ci95": [float(lo), float(hi)], "n": int(d.size), "n_groups": int(keys.size)}
+
+
+def mean_spread(values) -> dict:
+    """Mean, sample standard deviation and standard error over seeds (n = 1: spread 0, said by n)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return {"mean": float("nan"), "sd": float("nan"), "se": float("nan"), "n": 0}
+    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return {"mean": float(v.mean()), "sd": sd, "se": sd / math.sqrt(v.size), "n": int(v.size)}

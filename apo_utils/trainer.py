@@ -12,10 +12,9 @@ import atexit
 import gc
 import inspect
 import logging
-import math
-import numbers
 import weakref
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from trl import DPOTrainer, RewardTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from . import losses as L
-from .data import _columns, validate_preferences
+from .data import _columns, report_truncation, validate_preferences
 from .objective import Objective
 from .storage import atomic_write_json, read_json
 
@@ -60,12 +59,6 @@ def _splits(given: dict):
         for name, part in (ds.items() if isinstance(ds, dict) else [(split, ds)]):
             if part is not None and hasattr(part, "column_names") and hasattr(part, "__len__"):
                 yield (name if name == split else f"{split}[{name!r}]"), part
-
-
-def _check_pair_ids(ds, split: str):
-    for i, v in enumerate(ds["pair_id"]):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v != int(v):
-            raise ValueError(f"{split}: column 'pair_id' row {i} is {type(v).__name__} ({v!r:.80}), expected a whole number")
 
 
 # Every trainer made here, so that the exit hook can release what they hold of the process group.
@@ -114,7 +107,7 @@ def _choose_beta(loss_name: str, loss_kwargs: dict, args) -> dict:
     default (2.0) is twenty times DPOConfig's. The choice is logged."""
     if "beta" in loss_kwargs:
         return loss_kwargs
-    if loss_name in L.NEEDS_REFERENCE and args is not None:
+    if L.capabilities(loss_name).reference and args is not None:
         log.info("loss %r: beta=%s from DPOConfig.beta", loss_name, args.beta)
         return dict(loss_kwargs, beta=args.beta)
     own = L.default_beta(loss_name)
@@ -123,41 +116,73 @@ def _choose_beta(loss_name: str, loss_kwargs: dict, args) -> dict:
     return dict(loss_kwargs, beta=own)
 
 
+def gather_rows(accelerator, stat: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """Every process's rows of `stat` in process order, where this process's rows start, and how many processes.
+
+    Batches may differ in size across processes (the last one), so rows are padded to the longest, gathered,
+    and the padding dropped again. This is the `gather` an `Objective` pools its batch statistic with."""
+    sizes = accelerator.gather(torch.tensor([stat.shape[0]], device=stat.device)).tolist()
+    padded = accelerator.pad_across_processes(stat.float().contiguous(), dim=0)
+    rows = accelerator.gather(padded).reshape(len(sizes), -1)
+    gathered = torch.cat([rows[i, :n] for i, n in enumerate(sizes)])
+    return gathered, int(sum(sizes[: accelerator.process_index])), len(sizes)
+
+
+def log_loss_metrics(metrics: dict, gather, out: L.LossOutput, pc, pr, rc, rr, beta: float):
+    """TRL-style metrics of one batch: `apo/ranking_accuracy` (share of pairs with h > 0), `apo/grad_weight`
+    (mean |dloss/dh|), each method's diagnostics as `apo/<name>`, and TRL's logps/rewards columns."""
+    metrics["apo/ranking_accuracy"].append(gather((out.h > 0).float()).mean().item())
+    metrics["apo/grad_weight"].append(gather(out.grad_weight.abs()).mean().item())
+    for key, val in out.stats.items():
+        if key != "gaps":
+            metrics[f"apo/{key}"].append(gather(val.detach().float().reshape(-1)).mean().item())
+    metrics["logps/chosen"].append(gather(pc.detach()).mean().item())
+    metrics["logps/rejected"].append(gather(pr.detach()).mean().item())
+    if rc is not None:
+        chosen, rejected = beta * (pc.detach() - rc), beta * (pr.detach() - rr)
+        metrics["rewards/chosen"].append(gather(chosen).mean().item())
+        metrics["rewards/rejected"].append(gather(rejected).mean().item())
+        metrics["rewards/margins"].append(gather(chosen - rejected).mean().item())
+        metrics["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
+
+
+def pair_rows(out: L.LossOutput, pair_id: torch.Tensor, step: int) -> list[dict]:
+    """One row per pair of this batch: {'step', 'pair_id', 'h', 'grad_weight', and the loss's per-pair stats}."""
+    n = pair_id.shape[0]
+    cols = {"h": out.h, "grad_weight": out.grad_weight}
+    cols |= {k: v for k, v in out.stats.items() if torch.is_tensor(v) and v.reshape(-1).shape[0] == n}
+    vals = {k: v.detach().float().reshape(-1).cpu().tolist() for k, v in cols.items()}
+    return [{"step": step, "pair_id": int(pid), **{k: v[i] for k, v in vals.items()}}
+            for i, pid in enumerate(pair_id.tolist())]
+
+
 class ApoTrainer(DPOTrainer):
     """`ApoTrainer(model, args=DPOConfig(...), loss_name="madpo", loss_kwargs={"beta": 0.1}, ...)`.
 
-    `loss_name` is any key of `apo_utils.losses.LOSSES`, or None to keep TRL's own `args.loss_type`.
+    `loss_name` is any key of `apo_utils.losses.LOSS_TABLE`, or None to keep TRL's own `args.loss_type`.
     beta: `loss_kwargs['beta']`, else `args.beta` for losses with a reference, else the loss's own default
     (SimPO, gamma-SimPO, AMaPO: 2.0), logged either way. Datasets are checked before TRL sees them, and what
-    `max_length` drops or cuts is logged. Logged next to TRL's metrics: `apo/ranking_accuracy`
-    (share of pairs with h > 0), `apo/grad_weight` (mean |dloss/dh|) and each method's diagnostics
-    (`apo/weight`, `apo/gamma`, `apo/margin`, `apo/beta_used`, `apo/target`, ...).
-
-    Several processes (`accelerate launch`, `torchrun`): the batch-level losses (beta-DPO, gamma-PO, AMaPO)
-    gather their per-pair statistic from every process, so beta-DPO's filter and beta, gamma-PO's margins
-    and AMaPO's Z-normalisation are those of the global batch, as in one process.
+    `max_length` drops or cuts is logged. Metrics: see `log_loss_metrics`.
+    Several processes (`accelerate launch`, `torchrun`): the losses that pool a batch statistic (beta-DPO,
+    gamma-PO, AMaPO) pool that of the global batch, as in one process (`Objective`, `gather_rows`).
     """
 
     gather_batch_statistics = True  # False only to show what per-process statistics would do (tests)
-    # Set to a list to record, for every training pair in every step, what the loss did to it:
-    # {'step', 'pair_id', 'h', 'grad_weight', and the loss's per-pair diagnostics (gamma, weight, margin, ...)}.
+    # Set to a list to record, for every training pair in every step, what the loss did to it (`pair_rows`).
     # Needs a `pair_id` column. This is how notebook 03 sees the margins gamma-PO gives flipped pairs.
     pair_log: list | None = None
 
     def __init__(self, *args, loss_name: str | None = "dpo", loss_kwargs: dict | None = None, **kwargs):
         given = inspect.signature(DPOTrainer.__init__).bind_partial(None, *args, **kwargs).arguments
-        loss_kwargs = dict(loss_kwargs or {})
+        self.objective = None  # the loss, its hyperparameters and state; None: TRL's own loss
         if loss_name is not None:
-            loss_kwargs = _choose_beta(L.check_loss_name(loss_name), loss_kwargs, given.get("args"))
-        # Validate the loss and the data before TRL loads or tokenises anything.
-        self.objective = Objective(loss_name, **loss_kwargs) if loss_name is not None else None
+            hparams = _choose_beta(L.check_loss_name(loss_name), dict(loss_kwargs or {}), given.get("args"))
+            self.objective = Objective(loss_name, **hparams)
         needs_margin = self.objective is not None and self.objective.needs_margin
         sizes = {}
-        for split, ds in _splits(given):
+        for split, ds in _splits(given):  # before TRL loads or tokenises anything
             validate_preferences(ds, require_margin=needs_margin, check_margin=needs_margin, require_prompt=False,
                                  where=split)
-            if "pair_id" in ds.column_names:
-                _check_pair_ids(ds, split)
             if "margin" in ds.column_names and not needs_margin:
                 log.info("%s: column 'margin' is not used by loss %r and is left out of the batches", split, loss_name)
             sizes[split] = len(ds)
@@ -165,42 +190,20 @@ class ApoTrainer(DPOTrainer):
         release_process_group_at_exit(self)
         if self.objective is not None and getattr(self, "ld_alpha", None) is not None:
             raise ValueError("ld_alpha is not supported with apo losses; leave it unset")
-        self._report_truncation(sizes)
-        if isinstance(self.data_collator, DataCollatorForPreference) and not isinstance(self.data_collator, MarginCollator):
-            c = self.data_collator
-            self.data_collator = MarginCollator(
-                pad_token_id=c.pad_token_id, max_length=c.max_length, truncation_mode=c.truncation_mode,
-                pad_to_multiple_of=c.pad_to_multiple_of, with_margin=needs_margin,
-            )
-        elif isinstance(self.data_collator, MarginCollator):
-            self.data_collator.with_margin = needs_margin
+        tokenised = dict(_splits({"train_dataset": self.train_dataset, "eval_dataset": self.eval_dataset}))
+        report_truncation(sizes, tokenised, self.args.max_length, self.args.truncation_mode)
+        c = self.data_collator
+        if isinstance(c, MarginCollator):
+            c.with_margin = needs_margin
+        elif isinstance(c, DataCollatorForPreference):
+            self.data_collator = MarginCollator(pad_token_id=c.pad_token_id, max_length=c.max_length,
+                                                truncation_mode=c.truncation_mode,
+                                                pad_to_multiple_of=c.pad_to_multiple_of, with_margin=needs_margin)
 
-    def _report_truncation(self, sizes: dict):
-        """Say what `max_length` did to the data, which TRL does silently: rows dropped because the prompt alone
-        fills it (all of them: an error here, not torch's `num_samples=0` later) and responses cut short."""
-        max_length, mode = self.args.max_length, self.args.truncation_mode
-        if max_length is None:
-            return
-        now = dict(_splits({"train_dataset": self.train_dataset, "eval_dataset": self.eval_dataset}))
-        for split, before in sizes.items():
-            ds = now.get(split)
-            if ds is None or "prompt_ids" not in ds.column_names:
-                continue
-            if len(ds) == 0:
-                raise ValueError(f"{split}: all {before} rows have a prompt of at least max_length={max_length} "
-                                 f"tokens, so TRL dropped every one and nothing is left to train on: raise "
-                                 f"max_length (DPOConfig) or shorten the prompts")
-            if before > len(ds):
-                log.warning("%s: %d of %d rows dropped because the prompt alone fills max_length=%d tokens; raise "
-                            "max_length or shorten those prompts", split, before - len(ds), before, max_length)
-            cut = [(lp, max(len(c), len(r))) for lp, c, r in
-                   zip(map(len, ds["prompt_ids"]), ds["chosen_ids"], ds["rejected_ids"]) if lp + max(len(c), len(r)) > max_length]
-            if cut:
-                what = (f"responses cut to as few as {min(max_length - lp for lp, _ in cut)} tokens"
-                        if mode == "keep_start" else "prompts cut from their start")
-                log.warning("%s: %d of %d pairs are longer than max_length=%d tokens (prompt + response, up to %d): "
-                            "%s. Raise max_length if that matters", split, len(cut), len(ds), max_length,
-                            max(a + b for a, b in cut), what)
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        carry = ("margin", "pair_id") if self.objective is not None and self.objective.needs_margin else ("pair_id",)
+        self._signature_columns = list(self._signature_columns) + [c for c in carry if c not in self._signature_columns]
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -225,108 +228,37 @@ class ApoTrainer(DPOTrainer):
                                      f"checkpoint, or delete this one") from None
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        carry = ("margin", "pair_id") if self.objective is not None and self.objective.needs_margin else ("pair_id",)
-        extra = [c for c in carry if c not in self._signature_columns]
-        self._signature_columns = list(self._signature_columns) + extra
-
     # ------------------------------------------------------------------ loss
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        margin = inputs.pop("margin", None)
-        pair_id = inputs.pop("pair_id", None)
-        if self.objective is None:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        return self._apo_loss(model, inputs, margin, return_outputs, pair_id)
 
     def sequence_logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs, [chosen | rejected] halves of the batch, as TRL computes them."""
         completion_mask = inputs["completion_mask"]
         model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
-        model_kwargs["use_cache"] = False
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
-        seq_len = completion_mask.size(1) - 1
-        logps = outputs.log_probs[:, -seq_len:].sum(dim=1)
-        return logps.chunk(2, dim=0)
+        outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
+        return outputs.log_probs[:, -(completion_mask.size(1) - 1):].sum(dim=1).chunk(2, dim=0)
 
-    def _apo_loss(self, model, inputs, margin, return_outputs, pair_id=None):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        margin, pair_id = inputs.pop("margin", None), inputs.pop("pair_id", None)
+        if self.objective is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mode = "train" if self.model.training else "eval"
-        obj = self.objective
         pc, pr = self.sequence_logps(model, inputs)
-        lengths = inputs["completion_mask"].sum(dim=1).clamp(min=1).float()
-        lc, lr = lengths.chunk(2, dim=0)
+        lc, lr = inputs["completion_mask"].sum(dim=1).clamp(min=1).float().chunk(2, dim=0)
         rc = rr = None
-        if obj.needs_reference:
-            if self.precompute_ref_logps:
-                rc, rr = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-            else:
-                ref = self.ref_model if self.ref_model is not None else self.model
-                rc, rr = self.compute_ref_log_probs(ref, inputs)
-        if obj.needs_margin and margin is None:
-            raise ValueError(f"loss {obj.name!r} needs a 'margin' column, but the batch has none")
-        gathered, offset = None, 0
-        if self.gather_batch_statistics and self.accelerator.num_processes > 1 and obj.name in L.BATCH_LEVEL:
-            stat = L.batch_statistic(obj.name, pc, pr, rc, rr, chosen_lengths=lc, rejected_lengths=lr, **obj.hparams)
-            gathered, offset = self._gather_rows(stat)
-        out = obj(pc, pr, rc, rr, margin=margin, chosen_lengths=lc, rejected_lengths=lr, gathered=gathered,
-                  offset=offset, update=(mode == "train"))
-        loss = out.loss
-        if gathered is not None and out.mask is not None:
-            # DDP averages the processes' losses; normalise by the global count of kept pairs so that
-            # average equals one process's masked mean over the global batch.
-            kept = self.accelerator.gather(out.mask.sum().reshape(1)).sum().clamp_min(1.0)
-            loss = (out.losses * out.mask).sum() * self.accelerator.num_processes / kept
-        self._log_apo_metrics(mode, out, pc, pr, rc, rr)
+        if self.objective.needs_reference and self.precompute_ref_logps:
+            rc, rr = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        elif self.objective.needs_reference:
+            rc, rr = self.compute_ref_log_probs(self.ref_model if self.ref_model is not None else self.model, inputs)
+        several = self.gather_batch_statistics and self.accelerator.num_processes > 1
+        out = self.objective(pc, pr, rc, rr, margin=margin, chosen_lengths=lc, rejected_lengths=lr,
+                             gather=partial(gather_rows, self.accelerator) if several else None,
+                             update=(mode == "train"))
+        log_loss_metrics(self._metrics[mode], self.accelerator.gather_for_metrics, out, pc, pr, rc, rr,
+                         self.objective.hparams.get("beta", self.beta))
         if self.pair_log is not None and pair_id is not None and mode == "train":
-            self._log_pairs(out, pair_id)
-        if return_outputs:
-            return loss, {"h": out.h, "grad_weight": out.grad_weight}
-        return loss
-
-    def _log_pairs(self, out: L.LossOutput, pair_id: torch.Tensor):
-        """Per-pair values of this step (this process's rows), for diagnostics after training."""
-        n = pair_id.shape[0]
-        cols = {"h": out.h, "grad_weight": out.grad_weight}
-        cols |= {k: v for k, v in out.stats.items() if torch.is_tensor(v) and v.reshape(-1).shape[0] == n}
-        vals = {k: v.detach().float().reshape(-1).cpu().tolist() for k, v in cols.items()}
-        step = self.state.global_step + 1  # the optimizer step this batch belongs to
-        for i, pid in enumerate(pair_id.tolist()):
-            self.pair_log.append({"step": step, "pair_id": int(pid), **{k: v[i] for k, v in vals.items()}})
-
-    def _gather_rows(self, stat: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Every process's rows of `stat` in process order, and where this process's rows start.
-
-        Batches may differ in size across processes (the last one), so rows are padded to the longest,
-        gathered, and the padding dropped again.
-        """
-        acc = self.accelerator
-        sizes = acc.gather(torch.tensor([stat.shape[0]], device=stat.device)).tolist()
-        padded = acc.pad_across_processes(stat.float().contiguous(), dim=0)
-        rows = acc.gather(padded).reshape(len(sizes), -1)
-        gathered = torch.cat([rows[i, :n] for i, n in enumerate(sizes)])
-        return gathered, int(sum(sizes[: acc.process_index]))
-
-    def _log_apo_metrics(self, mode, out: L.LossOutput, pc, pr, rc, rr):
-        gather = self.accelerator.gather_for_metrics
-        m = self._metrics[mode]
-        m["apo/ranking_accuracy"].append(gather((out.h > 0).float()).mean().item())
-        m["apo/grad_weight"].append(gather(out.grad_weight.abs()).mean().item())
-        for key, val in out.stats.items():
-            if key == "gaps":
-                continue
-            m[f"apo/{key}"].append(gather(val.detach().float().reshape(-1)).mean().item())
-        m["logps/chosen"].append(gather(pc.detach()).mean().item())
-        m["logps/rejected"].append(gather(pr.detach()).mean().item())
-        if rc is not None:
-            beta = self.objective.hparams.get("beta", self.beta)
-            chosen = beta * (pc.detach() - rc)
-            rejected = beta * (pr.detach() - rr)
-            m["rewards/chosen"].append(gather(chosen).mean().item())
-            m["rewards/rejected"].append(gather(rejected).mean().item())
-            m["rewards/margins"].append(gather(chosen - rejected).mean().item())
-            m["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
+            self.pair_log.extend(pair_rows(out, pair_id, self.state.global_step + 1))  # the optimizer step it feeds
+        return (out.loss, {"h": out.h, "grad_weight": out.grad_weight}) if return_outputs else out.loss
 
 
 class MarginRewardTrainer(RewardTrainer):
@@ -343,9 +275,6 @@ class MarginRewardTrainer(RewardTrainer):
         given = inspect.signature(RewardTrainer.__init__).bind_partial(None, *args, **kwargs).arguments
         uses_margin = margin_mode != "none"
         for split, ds in _splits(given):
-            if uses_margin and "margin" not in ds.column_names:
-                raise ValueError(f"margin_mode={margin_mode!r} needs a 'margin' column; {split} has columns "
-                                 f"{sorted(ds.column_names)}")
             validate_preferences(ds, require_margin=uses_margin, check_margin=uses_margin, require_prompt=False,
                                  where=split)
         if not uses_margin:  # plain Bradley-Terry: a margin column is not read, so it must not fail the collator

@@ -221,6 +221,41 @@ def test_gamma_po_margins_grow_with_confidence_and_average_to_gamma0():
     assert flat.std() < gam.std()
 
 
+@pytest.mark.parametrize("n,gamma0,tau,scale,steps", [
+    (64, 1.0, 1.0, 3.0, 200),
+    (256, 0.5, 0.1, 2.0, 1000),
+    (300, 0.05, 0.05, 1.0, 1000),
+    (512, 1.0, 10.0, 1.0, 200),
+    (256, 0.5, 0.1, 2.0, 3000),  # steps * lr * gamma0 / 2 > 300: the re-centring path
+])
+def test_gamma_po_solver_converges_to_the_minimiser(n, gamma0, tau, scale, steps):
+    """Checked against the objective, not the iteration. F(p) = mean_i -log sigma(g_i - gamma_i) + tau KL(p || u)
+    is strictly convex on the simplex and its KL term keeps the minimiser inside it, where (KKT, the sum-to-one
+    constraint alone active) dF/dp_i = gamma0 sigma(gamma_i - g_i) + tau (1 + log(N p_i)) is the same for every i.
+    (With larger gamma0 / tau the fixed step min(0.5/tau, 1) need not converge: at gamma0 5, tau 0.5 it oscillates.)"""
+    gaps = torch.randn(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64) * scale
+    gam = L.dynamic_target_margins(gaps, gamma0=gamma0, tau=tau, steps=steps).numpy()
+    p = gam / (gamma0 * n)
+    grad = gamma0 / (1 + np.exp(gaps.numpy() - gam)) + tau * (1 + np.log(n * p))
+    assert np.ptp(grad) < 1e-9 * (gamma0 + tau)
+
+
+@pytest.mark.parametrize("n", [1, 2, 64])
+@pytest.mark.parametrize("gamma0,tau", [(50.0, 1e-3), (50.0, 10.0), (1.0, 1e-3)])
+@pytest.mark.parametrize("steps", [0, 20, 500])
+def test_gamma_po_solver_is_finite_at_the_extremes(n, gamma0, tau, steps):
+    """Gaps of +-1e4, gamma0 50, tau 1e-3: 500 steps move the log-weights by ~1e4, far past exp's range."""
+    gaps = torch.randn(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    gaps[::3], gaps[1::3] = 1e4, -1e4
+    out = L.dynamic_target_margins(gaps, gamma0=gamma0, tau=tau, steps=steps)
+    assert torch.isfinite(out).all() and (out >= 0).all()
+    assert out.sum().item() == pytest.approx(n * gamma0, rel=1e-12)
+    np.testing.assert_allclose(out.numpy(), _gamma_reference(gaps.tolist(), gamma0, tau, steps), rtol=0,
+                               atol=1e-8 * gamma0)
+    if steps == 0 or n == 1:
+        np.testing.assert_allclose(out.numpy(), gamma0, rtol=1e-12)
+
+
 def test_amapo(batch):
     b = batch
     beta = 2.0

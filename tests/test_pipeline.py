@@ -4,18 +4,19 @@ pairs, quality levels and the reward model of MADPO step 1."""
 import numpy as np
 import pytest
 
-from apo_utils import models, profiles
+from apo_utils import env, models, profiles
 from apo_utils.data import load_pairs, make_pairs, pairs_path, save_pairs, split_pairs
 from apo_utils.generation import generate
 from apo_utils.prompts import load_prompts, offline_prompts
 from apo_utils.reward_model import margin_quality, reward_margins, train_reward_model
 from apo_utils.rewards import ClassifierScorer, VaderScorer, make_scorer
+from apo_utils.tiny import tiny_causal_lm, tiny_reward_model, tiny_tokenizer, tiny_word_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    tok = models.tiny_word_tokenizer()
-    return models.tiny_causal_lm(tok, seed=0), tok
+    tok = tiny_word_tokenizer()
+    return tiny_causal_lm(tok, seed=0), tok
 
 
 def test_offline_prompts_are_distinct_deterministic_and_say_where_they_come_from():
@@ -31,12 +32,12 @@ def test_offline_prompts_are_distinct_deterministic_and_say_where_they_come_from
 
 def test_model_sources_fall_back_offline_and_reject_unknown_names(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert models.hub_reachable() is False
+    assert env.hub_reachable() is False
     assert models.resolve_source("google/gemma-3-270m")[0] == "offline"
     assert models.resolve_source("tiny") == ("tiny", None)
     with pytest.raises(ValueError, match="unknown model 'llama'"):
         models.resolve_source("llama")
-    tok = models.tiny_word_tokenizer()
+    tok = tiny_word_tokenizer()
     text = "On a rainy Sunday afternoon, I watched this film and it was great ."
     assert tok.decode(tok(text)["input_ids"]) == text
 
@@ -73,8 +74,8 @@ def test_generation_is_seeded_and_a_killed_run_resumes_without_losing_batches(ti
 
 
 def test_classifier_scorer_reads_a_local_three_class_model(tmp_path):
-    tok = models.tiny_tokenizer()
-    clf = models.tiny_reward_model(tok, seed=0)
+    tok = tiny_tokenizer()
+    clf = tiny_reward_model(tok, seed=0)
     clf.config.num_labels = 3
     clf.config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
     clf.config.label2id = {v: k for k, v in clf.config.id2label.items()}
@@ -115,8 +116,8 @@ def test_pairs_quality_levels_and_saving(tmp_path):
 
 def _scored_samples(n_prompts: int, n_samples: int, max_new_tokens: int):
     """(prompts, samples, VADER scores) from the tiny policy: word salad with a known ground truth."""
-    tok = models.tiny_word_tokenizer()
-    policy = models.tiny_causal_lm(tok, seed=0)
+    tok = tiny_word_tokenizer()
+    policy = tiny_causal_lm(tok, seed=0)
     prompts = offline_prompts(n_prompts, seed=0)
     samples = generate(policy, tok, prompts, n_samples=n_samples, max_new_tokens=max_new_tokens, batch_size=64,
                        progress=False)
@@ -144,7 +145,7 @@ def test_reward_model_learns_the_scorer_and_is_reused(tmp_path):
     assert not info3["reused"] and info3["key"] != info["key"] and info3["margin_mode"] == "soft"
     qs = margin_quality(reward_margins(soft, rtok, test), test)
     assert qs["truth_accuracy"] > 0.6 and qs["pearson"] > 0.2, qs
-    with pytest.raises(ValueError, match="'margin' in every row"):
+    with pytest.raises(ValueError, match="train_rows: missing column 'margin'"):
         train_reward_model(train, "tiny", tmp_path, lora_r=0, progress=False, log=lambda *_: None, margin_mode="soft")
 
 

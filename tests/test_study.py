@@ -1,20 +1,21 @@
-"""train_policy / evaluate_policy on the smoke model: trains LoRA adapters, reuses them, measures reward and KL."""
+"""train_policy / evaluate_policy / train_and_evaluate on the smoke model: trains LoRA adapters, reuses them, measures reward and KL."""
 
 import numpy as np
 import pytest
 import torch
 
-from apo_utils import models
 from apo_utils.data import make_pairs
 from apo_utils.generation import generate
 from apo_utils.prompts import offline_prompts
 from apo_utils.rewards import VaderScorer
-from apo_utils.study import completion_logprobs, evaluate_policy, train_policy
+from apo_utils.evaluation import completion_logprobs, evaluate_policy
+from apo_utils.training import train_policy
+from apo_utils.tiny import tiny_causal_lm, tiny_word_tokenizer
 
 
 def _pairs(n=64):
-    tok = models.tiny_word_tokenizer()
-    policy = models.tiny_causal_lm(tok, seed=0)
+    tok = tiny_word_tokenizer()
+    policy = tiny_causal_lm(tok, seed=0)
     prompts = offline_prompts(n, seed=0)
     samples = generate(policy, tok, prompts, n_samples=4, max_new_tokens=12, batch_size=64, progress=False)
     vader = VaderScorer()
@@ -203,7 +204,7 @@ def test_a_damaged_checkpoint_is_passed_over_for_an_earlier_one(tmp_path):
 def test_top_layer_training_with_kept_lower_layers(tmp_path, monkeypatch):
     """LoRA on the top layer only, the lower one run once per text: adapters only up there, the same steps as
     the same run through every layer (the kept states are the full model's), and measurements still work."""
-    from apo_utils import study
+    from apo_utils import training
 
     rows = _pairs(16)
     kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, seed=0)
@@ -218,9 +219,31 @@ def test_top_layer_training_with_kept_lower_layers(tmp_path, monkeypatch):
     # The same parametrisation run through every layer (kept states switched off): every step's loss agrees.
     import contextlib
 
-    monkeypatch.setattr(study.FrozenLowerLayers, "installed", lambda self: contextlib.nullcontext())
+    monkeypatch.setattr(training.FrozenLowerLayers, "installed", lambda self: contextlib.nullcontext())
     _, _, plain = train_policy("dpo", rows, "tiny", tmp_path / "plain", top_layers=1, **kw)
     np.testing.assert_allclose([h["loss"] for h in plain["log"]], [h["loss"] for h in info["log"]], rtol=1e-5)
     assert len(info["log"]) == 4
     with pytest.raises(ValueError, match="top_layers must be a whole number in 1..1"):
         train_policy("dpo", rows, "tiny", tmp_path / "bad", top_layers=2, **kw)
+
+
+def test_a_runs_cache_key_ignores_other_seeds_and_extra_runs_and_beta_is_chosen_once(tmp_path):
+    """Adding a seed or an ablation to the profile must not invalidate finished runs; anything that changes
+    this run (its own beta, the learning rate) must. beta: the method's own if given, else the profile's."""
+    import dataclasses
+
+    from apo_utils import profiles
+    from apo_utils.study import train_and_evaluate
+
+    rows = _pairs(16)
+    P = dataclasses.replace(profiles.get("smoke").policy, seeds=(0,), epochs=1, batch_size=8, lora_r=4, beta=0.3)
+    run = lambda P, **kw: train_and_evaluate("dpo", "dpo", rows, [], None, "tiny", tmp_path, P, seed=0, **kw)  # noqa: E731
+    first = run(P)
+    assert first["reused"] is False
+    assert run(dataclasses.replace(P, seeds=(0, 1, 2), ablation=not P.ablation))["reused"] is True
+    assert run(dataclasses.replace(P, lr=P.lr / 2))["reused"] is False
+    own = run(P, loss_kwargs={"beta": 0.7})
+    assert own["reused"] is False
+    betas = sorted(d["loss_kwargs"]["beta"] for d in (__import__("json").loads(p.read_text())
+                                                      for p in (tmp_path / "adapters").glob("*/info.json")))
+    assert betas == [0.3, 0.3, 0.7]  # the profile's beta twice (two learning rates), the method's own once

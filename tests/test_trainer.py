@@ -6,7 +6,7 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer, RewardConfig
 
 from apo_utils import losses as L
-from apo_utils.models import tiny_causal_lm, tiny_reward_model, tiny_tokenizer
+from apo_utils.tiny import tiny_causal_lm, tiny_reward_model, tiny_tokenizer
 from apo_utils.trainer import ApoTrainer, MarginRewardTrainer
 
 

@@ -1,0 +1,64 @@
+"""Measuring a policy: the true reward of its samples on held-out prompts, its KL from the reference, and
+its log-probs of given pairs (the starting policy's too). Samples and scores are cached on disk.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cache import cached_map
+from .generation import generate
+from .models import load_causal_lm
+from .ranking import completion_stats, pair_logps
+
+def completion_logprobs(model, tok, prompts: list[str], completions: list[str], batch_size: int = 16) -> np.ndarray:
+    """Summed log pi(completion | prompt) for each pair, over the completion tokens only."""
+    return completion_stats(model, tok, prompts, completions, batch_size)[0]
+
+
+def evaluate_policy(model, tok, prompts: list[str], scorer, *, key: dict, cache_dir, n_samples: int = 1,
+                    max_new_tokens: int = 32, batch_size: int = 32, seed: int = 0) -> dict:
+    """Mean ground-truth reward of the policy's samples (with its standard error) and a KL(pi || ref) estimate.
+
+    KL is estimated from the same samples: mean over y ~ pi of log pi(y|x) - log ref(y|x), where ref is the
+    backbone with the LoRA adapters switched off.
+    """
+    samples = generate(model, tok, prompts, n_samples=n_samples, max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, seed=seed, cache_dir=cache_dir, key=key, progress=False)
+    ps = [p for p, ys in zip(prompts, samples) for _ in ys]
+    ys = [y for s in samples for y in s]
+    rewards = np.array(cached_map(lambda b: scorer(b, progress=False), [p + y for p, y in zip(ps, ys)], 256,
+                                  cache_dir, key={"scorer": scorer.description}, desc="scoring", progress=False))
+    kl = float("nan")
+    if hasattr(model, "disable_adapter"):
+        lp = completion_logprobs(model, tok, ps, ys)
+        with model.disable_adapter():
+            lr_ = completion_logprobs(model, tok, ps, ys)
+        kl = float(np.mean(lp - lr_))
+    return {"reward": float(rewards.mean()), "reward_se": float(rewards.std(ddof=1) / math.sqrt(len(rewards))),
+            "kl": kl, "n": int(len(rewards)), "examples": [p + y for p, y in list(zip(ps, ys))[:3]]}
+
+
+def reference_pair_logps(backbone: str, sets: dict, out_dir) -> dict:
+    """The starting policy's log-probs of each set's pairs (adapters off = the reference), cached on disk."""
+    model, tok, _ = load_causal_lm(backbone, seed=0, log=lambda *_: None)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return {name: pair_logps(model.eval(), tok, rs, cache_dir=Path(out_dir) / "ref_cache",
+                             key={"policy": "reference", "backbone": backbone}) for name, rs in sets.items()}
+
+
+def reference_metrics(backbone: str, prompts: list[str], scorer, out_dir, P, seed: int = 0) -> dict:
+    """The starting policy's reward on the held-out prompts (KL 0 by definition), sampled like the others."""
+    model, tok, _ = load_causal_lm(backbone, seed=seed, log=lambda *_: None)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    ev = evaluate_policy(model.eval(), tok, prompts, scorer, key={"policy": "reference", "backbone": backbone},
+                         cache_dir=Path(out_dir) / "eval_cache", n_samples=P.eval_samples,
+                         max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed)
+    ev["kl"] = 0.0
+    return ev
