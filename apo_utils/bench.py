@@ -26,6 +26,7 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from . import losses as L
+from .env import mixed_precision
 from .models import load_causal_lm
 from .prompts import offline_prompts
 from .tiny import REVIEW_WORDS
@@ -57,7 +58,7 @@ def _trainer(name, model_name, ds, batch_size, seed, lora_r, precompute=True, to
                                               "layers_pattern": "layers"}
     cuda = torch.cuda.is_available()
     args = DPOConfig(output_dir="/tmp/apo-bench", per_device_train_batch_size=batch_size, report_to="none",
-                     bf16=cuda, use_cpu=not cuda, seed=seed, data_seed=seed, precompute_ref_log_probs=precompute,
+                     **mixed_precision(model), use_cpu=not cuda, seed=seed, data_seed=seed, precompute_ref_log_probs=precompute,
                      disable_tqdm=True, save_strategy="no", max_length=256, dataloader_num_workers=0, beta=0.1)
     peft = (LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r,
                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], **only_top)

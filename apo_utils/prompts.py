@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import env
+from . import env, hub
 
 SETTINGS = [
     "Last weekend,", "Yesterday evening,", "On a friend's recommendation,", "After reading the book,",
@@ -70,39 +70,101 @@ def offline_prompts(n: int, seed: int = 0) -> list[str]:
     """`n` distinct openings, the same for the same (n, seed). At most 1,000 exist."""
     pool = list(OPENINGS) + [f"{s} {o}" for s in SETTINGS for o in OPENINGS]
     if n > len(pool):
-        raise ValueError(f"the offline prompt set has {len(pool)} openings, asked for n={n}")
+        raise ValueError(f"the offline prompt set has {len(pool)} openings, asked for n={n}: more prompts need IMDB "
+                         "from the hub")
     order = np.random.default_rng(seed).permutation(len(pool))
     return [pool[i] for i in order[:n]]
 
 
-def imdb_prompts(n: int, seed: int = 0, n_words: int = 12, split: str = "train") -> list[str]:
-    """The first `n_words` words of `n` IMDB reviews (stanfordnlp/imdb), sampled with `seed`. Needs the hub."""
-    from datasets import load_dataset
+IMDB = "stanfordnlp/imdb"
+PROMPT_TOKENS = 20  # the MADPO authors' prompt length: the first 20 tokens of a review, Gemma's <bos> counted
+# Without a tokenizer, the first 16 words stand in for 20 tokens: 19 Gemma-3 text tokens (20 with <bos>) covered
+# 15.6 words on average (median 16) on the cpu profile's 5,251 review-like Gemma samples (measured).
+WORDS_PER_PROMPT = 16
 
-    ds = load_dataset("stanfordnlp/imdb", split=split)
-    order = np.random.default_rng(seed).permutation(len(ds))
-    out = []
-    for i in order:
-        text = ds[int(i)]["text"].replace("<br />", " ")
+
+def review_opening(text: str, tokenizer=None, n_tokens: int = PROMPT_TOKENS, min_rest: int = 5) -> str | None:
+    """The first `n_tokens` tokens of a review as text, or None when the review is too short to continue.
+
+    With a tokenizer this is the authors' cut: `tokenizer(text, max_length=n_tokens, truncation=True)` decoded
+    without special tokens, so a tokenizer that adds <bos> (Gemma's) keeps n_tokens - 1 text tokens. Without
+    one, the first WORDS_PER_PROMPT * n_tokens / 20 words. HTML line breaks ("<br />") become spaces first.
+    A review needs `min_rest` more tokens (words) than the opening, so that there is something to continue.
+    """
+    text = " ".join(text.replace("<br />", " ").split())
+    if tokenizer is None:
+        n_words = max(1, round(WORDS_PER_PROMPT * n_tokens / PROMPT_TOKENS))
         words = text.split()
-        if len(words) > n_words + 5:
-            out.append(" ".join(words[:n_words]))
+        return " ".join(words[:n_words]) if len(words) >= n_words + min_rest else None
+    ids = tokenizer(text, max_length=n_tokens, truncation=True)["input_ids"]
+    if len(ids) < n_tokens or len(tokenizer(text)["input_ids"]) < n_tokens + min_rest:
+        return None
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def imdb_prompts(n: int, seed: int = 0, tokenizer=None, n_tokens: int = PROMPT_TOKENS, split: str = "train",
+                 order: str = "random") -> list[str]:
+    """Openings of `n` IMDB reviews (stanfordnlp/imdb, read with `datasets`; needs the hub or its cache).
+
+    order='random': reviews drawn with `seed` from the whole split (both labels). order='first': the split's
+    first rows, as the MADPO authors took rows 0-11,999 of train - which are all negative reviews, since
+    the train split lists its 12,500 negative reviews first.
+    """
+    import datasets
+
+    if order not in ("random", "first"):
+        raise ValueError(f"order must be 'random' or 'first', got {order!r}")
+    if not (isinstance(n, int) and n > 0):
+        raise ValueError(f"n must be a whole number > 0, got {n!r}")
+    ds = datasets.load_dataset(IMDB, split=split)
+    if "text" not in ds.column_names:
+        raise ValueError(f"{IMDB} split {split!r} has no 'text' column (columns: {ds.column_names})")
+    rows = np.random.default_rng(seed).permutation(len(ds)) if order == "random" else range(len(ds))
+    out = []
+    for i in rows:
+        opening = review_opening(ds[int(i)]["text"], tokenizer, n_tokens)
+        if opening:
+            out.append(opening)
         if len(out) == n:
-            break
-    return out
+            return out
+    raise ValueError(f"{IMDB} split {split!r} has only {len(out)} reviews long enough for a {n_tokens}-token opening; "
+                     f"asked for n={n}")
 
 
-def load_prompts(source: str, n: int, seed: int = 0, log=print) -> tuple[list[str], dict]:
-    """(prompts, provenance). source: 'imdb', 'offline', or 'auto' (IMDB when the hub answers)."""
+def load_prompts(source: str, n: int, seed: int = 0, log=print, tokenizer=None,
+                 order: str = "random") -> tuple[list[str], dict]:
+    """(prompts, provenance). source: 'imdb', 'offline', or 'auto' (IMDB when the hub answers).
+
+    tokenizer: the policy's (models.load_tokenizer), to cut IMDB reviews at the authors' 20 tokens; without
+    it the cut is by words (WORDS_PER_PROMPT), and the provenance says which. If IMDB cannot be had (no
+    network, not found, time-out, rate limit), the offline openings are used and the provenance says why.
+    """
     if source not in ("auto", "imdb", "offline"):
         raise ValueError(f"unknown prompt source {source!r}; use 'auto', 'imdb' or 'offline'")
-    if source in ("auto", "imdb") and env.hub_reachable():
-        prompts = imdb_prompts(n, seed)
-        prov = {"prompts": "IMDB (stanfordnlp/imdb, train split), first 12 words of each review"}
-    else:
-        if source == "imdb":
-            log("the hub did not answer: using the offline review openings instead of IMDB")
-        prompts = offline_prompts(n, seed)
-        prov = {"prompts": "offline review openings written for apo-kit (not IMDB): apo_utils/prompts.py"}
+    failure = None
+    if source in ("auto", "imdb"):
+        if env.hub_reachable():
+            try:
+                prompts = imdb_prompts(n, seed, tokenizer=tokenizer, order=order)
+            except Exception as e:  # noqa: BLE001 - any failure to read IMDB: explained, then the offline set
+                failure = hub.explain(e, IMDB, "dataset")
+            else:
+                cut = (f"first {PROMPT_TOKENS} tokens of each review under the policy's tokenizer (special tokens "
+                       f"counted, as the MADPO authors)" if tokenizer is not None else
+                       f"first {WORDS_PER_PROMPT} words of each review (a whitespace stand-in for "
+                       f"{PROMPT_TOKENS} tokens: no tokenizer given)")
+                prov = {"prompts": f"IMDB ({IMDB}, train split, {'first rows' if order == 'first' else 'random rows'}"
+                                   f"), {cut}", "prompt_source": "imdb"}
+                log(f"prompts: {len(prompts)} from {prov['prompts']}")
+                return prompts, prov
+        else:
+            failure = hub.HubUnavailable(IMDB, "offline", hub.message("offline", IMDB, "dataset"))
+    prompts = offline_prompts(n, seed)
+    prov = {"prompts": "offline review openings written for apo-kit (not IMDB): apo_utils/prompts.py",
+            "prompt_source": "offline"}
+    if failure is not None:
+        prov.update(failure.record("prompts_"), prompts_fallback=f"{failure.message}. Using instead: the offline "
+                                                                 "review openings written for this kit (not IMDB)")
+        log(prov["prompts_fallback"])
     log(f"prompts: {len(prompts)} from {prov['prompts']}")
     return prompts, prov

@@ -21,6 +21,7 @@ from trl.trainer.reward_trainer import DataCollatorForPreference as RewardCollat
 
 from .cache import fingerprint
 from .data import validate_preferences
+from .env import mixed_precision
 from .frozen_layers import FrozenLowerLayers, attached, shared_cache, training_sequences
 from .models import load_reward_model
 from .progress import quiet_progress
@@ -156,7 +157,7 @@ def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epo
     args = RewardConfig(
         output_dir=str(folder / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=5, save_strategy="no",
-        report_to="none", bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(), seed=seed,
+        report_to="none", **mixed_precision(model), use_cpu=not torch.cuda.is_available(), seed=seed,
         data_seed=seed, max_length=max_length, disable_tqdm=not progress, dataloader_num_workers=0,
         # TRL's RewardConfig turns activation checkpointing on: it recomputes the forward pass during the
         # backward one to save memory a 270M model does not need, and changes no result (as in train_policy).

@@ -21,6 +21,7 @@ from trl import DPOConfig
 
 from . import losses as L
 from .cache import fingerprint
+from .env import mixed_precision
 from .frozen_layers import FrozenLowerLayers, shared_cache, training_sequences
 from .models import load_causal_lm
 from .progress import quiet_progress
@@ -74,7 +75,7 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
         output_dir=str(folder / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=1, save_strategy="steps",
         save_steps=save_steps, save_total_limit=2,
-        report_to="none", bf16=cuda, use_cpu=not cuda, seed=seed, data_seed=seed,
+        report_to="none", **mixed_precision(base), use_cpu=not cuda, seed=seed, data_seed=seed,
         max_length=max_length, disable_tqdm=not progress, dataloader_num_workers=0,
         # Two cost levers that leave training unchanged (same losses, measured):
         # - TRL turns activation checkpointing on by default; a 270M model with LoRA fits in memory without it,

@@ -86,7 +86,8 @@ def test_classifier_scorer_reads_a_local_three_class_model(tmp_path):
     tok.save_pretrained(tmp_path)
     s = ClassifierScorer(str(tmp_path))
     out = s(["a fine film", "a dull film", "ok"], progress=False)
-    assert len(out) == 3 and all(-1 <= x <= 1 for x in out)
+    assert len(out) == 3 and all(-3 <= x <= 3 for x in out)  # the MADPO authors' (P(positive) - 0.5) x 6
+    assert s.label_scale == 1.0
     assert isinstance(make_scorer("auto", log=lambda *_: None), VaderScorer)  # offline: VADER
 
 

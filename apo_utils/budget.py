@@ -1,0 +1,166 @@
+"""What a profile costs on a free Colab T4, notebook by notebook: the arithmetic behind the `gpu` profile's size.
+
+No T4 was lent to this project, so the estimate is built from the one T4 measurement of this very set-up:
+the MADPO authors' Colab notebooks (Gemma-3-270M, LoRA r 16 on q/k/v/o, float32 - which is also what
+`env.mixed_precision` picks for Gemma 3 on a T4 -, batches of 16 pairs, sequences of up to 196 tokens):
+
+* training: IPO, 625 steps of 16 pairs in 11:04, so 1.06 s a step, 66 ms a pair and epoch (MADPO's 13:09 an
+  epoch, 1.26 s a step, also runs its reward model forward on both responses every step);
+* reference log-probs: 10,000 pairs in 2:44 (forward only), 16.4 ms a pair.
+
+Both are scaled by tokens per sequence (prompt + response, against their 196): an assumption that holds
+while a step is compute-bound, which a T4 is at these batch sizes in float32. Two numbers are assumed, not
+measured: a sampling step of a batch of up to 256 sequences takes 0.25 s (the authors' generation on an L4,
+120 batches of 200 sequences x 176 tokens in 58 min, is 0.165 s a step; a T4 is taken as 1.5x slower), and
+building each trainer and model costs 15 s. The loops mirror notebooks 01-05: change one, change the other
+(tests/test_budget.py checks that `gpu` stays within the hour).
+
+`python -m apo_utils.budget` prints the table the README shows (`markdown`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from . import profiles
+from .losses import capabilities
+
+T4_TRAIN_S_PER_PAIR = 1.06 / 16  # IPO on the authors' T4, one epoch: 625 steps of 16 pairs in 11:04
+T4_REFERENCE_S_PER_PAIR = 164 / 10_000  # their reference log-probs: 10,000 pairs in 2:44
+AUTHORS_TOKENS = 196  # their sequences: 20 prompt tokens + up to 176 generated
+T4_SAMPLING_S_PER_STEP = 0.25  # assumed: one decoding step of a batch of <= 256 sequences
+PER_RUN_S = 15.0  # assumed: loading the backbone, wrapping it in LoRA, building a trainer, tokenising
+PROMPT_TOKENS = 20  # IMDB openings (prompts.PROMPT_TOKENS); the offline openings are shorter
+LIMIT_MIN = 60.0  # what a notebook may take on a T4 under `gpu`
+
+NB02_METHODS = ("dpo", "ipo", "beta_dpo", "madpo")  # + two MADPO ablations when PolicySettings.ablation
+NB03_METHODS = ("dpo", "gamma_dpo", "simpo", "gamma_simpo")
+NB05_REWARD_MODELS = 3  # hard labels, MMPO on true margins, MMPO on estimated margins
+NB05_POLICIES = ("dpo", "mmpo", "mmpo")
+
+
+def pairs_per_prompt(d: profiles.DataSettings, quality: str) -> int:
+    """Pairs notebook 01 makes from one prompt's samples (data.make_pairs)."""
+    if not d.every_pair:
+        return 1
+    k = d.n_samples
+    if quality == "high":
+        h = k if d.high_samples is None else min(k, d.high_samples)
+        return h * (h - 1) // 2
+    m = k // 2 if d.low_extremes is None else min(k // 2, d.low_extremes)
+    return m * m
+
+
+def split_prompts(d: profiles.DataSettings) -> tuple[int, int]:
+    """(training prompts, held-out prompts) of notebook 01's split."""
+    n_test = min(d.n_prompts - 1, max(1, round(d.test_fraction * d.n_prompts)))
+    return d.n_prompts - n_test, n_test
+
+
+def _scale(tokens: int) -> float:
+    return tokens / AUTHORS_TOKENS
+
+
+def train_s(n_pairs: int, epochs: float, tokens: int, reference: bool = True) -> float:
+    """One policy (or reward model) trained on n_pairs: its reference pass, the epochs, the set-up."""
+    return PER_RUN_S + n_pairs * _scale(tokens) * (epochs * T4_TRAIN_S_PER_PAIR
+                                                   + (T4_REFERENCE_S_PER_PAIR if reference else 0.0))
+
+
+def forward_s(n_pairs: int, tokens: int) -> float:
+    """Log-probs (or reward-model scores) of n_pairs' two responses: a forward pass, no gradient."""
+    return n_pairs * _scale(tokens) * T4_REFERENCE_S_PER_PAIR
+
+
+def sample_s(n_sequences: int, new_tokens: int, batch_size: int, tokens: int) -> float:
+    """Sampling n_sequences, then their log-probs under the policy and the reference (the KL estimate)."""
+    steps = math.ceil(n_sequences / batch_size) * new_tokens
+    return steps * T4_SAMPLING_S_PER_STEP + forward_s(n_sequences, tokens)
+
+
+def estimate(profile: str) -> dict[str, float]:
+    """Minutes each notebook takes on a T4 under `profile`, from nothing (no caches), by the model above."""
+    prof = profiles.get(profile)
+    d, p, s = prof.data, prof.policy, prof.study
+    n_train, n_test = split_prompts(d)
+    train = {q: n_train * pairs_per_prompt(d, q) for q in ("high", "low")}
+    test = {q: n_test * pairs_per_prompt(d, q) for q in ("high", "low")}
+    gen_tokens = min(PROMPT_TOKENS + d.max_new_tokens, p.max_length)
+    tokens = min(PROMPT_TOKENS + p.eval_max_new_tokens, p.max_length, gen_tokens)
+
+    def evaluate(n_prompts: int) -> float:
+        return sample_s(n_prompts * p.eval_samples, p.eval_max_new_tokens, p.eval_batch_size, tokens)
+
+    # 01: sampling, then a reward model a tier, validated every rm_eval_every steps on held-out training prompts
+    rm_s = 0.0
+    for q in ("high", "low"):
+        n_val = round(train[q] * d.rm_val_fraction)
+        steps = d.rm_epochs * (train[q] - n_val) / d.rm_batch_size
+        rm_s += (train_s(train[q] - n_val, d.rm_epochs, gen_tokens, reference=False)
+                 + (steps / d.rm_eval_every if n_val else 0) * forward_s(n_val, gen_tokens)
+                 + forward_s(train[q] + test[q], gen_tokens))  # margins of every pair
+    nb01 = sample_s(d.n_prompts * d.n_samples, d.max_new_tokens, d.gen_batch_size, gen_tokens) + rm_s
+
+    # 02: the starting policy, then every method x tier x seed, evaluated on n_eval_prompts
+    methods02 = NB02_METHODS + (("madpo", "madpo") if p.ablation else ())
+    nb02 = evaluate(p.n_eval_prompts) + sum(
+        train_s(train[q], p.epochs, tokens, capabilities(m).reference) + evaluate(p.n_eval_prompts)
+        for q in ("high", "low") for m in methods02 for _ in p.seeds)
+
+    # 03: every method x noise rate x seed on the noise tier; clean held-out pairs of both tiers scored each time
+    n03 = train[s.noise_quality] if s.noise_train_pairs is None else min(s.noise_train_pairs, train[s.noise_quality])
+    held_out = test["high"] + test["low"]
+    nb03 = evaluate(s.noise_eval_prompts) + forward_s(held_out, tokens) + sum(
+        train_s(n03, p.epochs, tokens, capabilities(m).reference) + forward_s(held_out, tokens)
+        + evaluate(s.noise_eval_prompts)
+        for m in NB03_METHODS for _ in s.noise_rates for _ in p.seeds)
+
+    # 04: every ranking method x seed, measured every track_every steps on training and held-out pairs
+    n04 = train[s.ranking_quality]
+    measurements = math.ceil(s.ranking_epochs * n04 / p.batch_size / s.track_every) + 1
+    per_measurement = forward_s(min(s.track_train_pairs, n04) + test[s.ranking_quality], tokens)
+    nb04 = evaluate(s.ranking_eval_prompts) + sum(
+        train_s(n04, s.ranking_epochs, tokens, capabilities(m).reference) + measurements * per_measurement
+        + evaluate(s.ranking_eval_prompts)
+        for m in s.ranking_methods for _ in p.seeds)
+
+    # 05: reward models (three kinds x seeds, plus the gamma_bt sweep), then three policies x seeds
+    n05 = train[s.mmpo_quality]
+    n_rm = NB05_REWARD_MODELS * len(p.seeds) + len(s.bt_scales)
+    nb05 = (n_rm * (train_s(n05, d.rm_epochs, gen_tokens, reference=False) + forward_s(held_out, gen_tokens))
+            + evaluate(p.n_eval_prompts) + forward_s(held_out, tokens)
+            + sum(train_s(n05, p.epochs, tokens, capabilities(m).reference) + forward_s(held_out, tokens)
+                  + evaluate(p.n_eval_prompts) for m in NB05_POLICIES for _ in p.seeds))
+    minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "03_gamma_po_noise": nb03,
+               "04_amapo_ranking": nb04, "05_mmpo_margins": nb05}
+    return {k: round(v / 60, 1) for k, v in minutes.items()}
+
+
+def markdown(profiles_shown=("gpu", "paper")) -> str:
+    """The README's table: minutes on a T4 a notebook, one column a profile (tests/test_budget.py checks it)."""
+    est = {p: estimate(p) for p in profiles_shown}
+    lines = ["| notebook | " + " | ".join(f"`{p}` on a T4" for p in profiles_shown) + " |",
+             "| --- | " + " | ".join("---" for _ in profiles_shown) + " |"]
+    for nb in est[profiles_shown[0]]:
+        lines.append(f"| `{nb}` | " + " | ".join(_fmt(est[p][nb]) for p in profiles_shown) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(minutes: float) -> str:
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", choices=("gpu", "paper"), help="one profile's minutes (default: the README table)")
+    a = ap.parse_args(argv)
+    if a.profile is None:
+        print(markdown())
+        return
+    for name, minutes in estimate(a.profile).items():
+        print(f"{name:22s} {minutes:7.1f} min on a T4 ({a.profile})")
+
+
+if __name__ == "__main__":
+    main()
