@@ -21,11 +21,13 @@ def completion_logprobs(model, tok, prompts: list[str], completions: list[str], 
 
 
 def evaluate_policy(model, tok, prompts: list[str], scorer, *, key: dict, cache_dir, n_samples: int = 1,
-                    max_new_tokens: int = 32, batch_size: int = 32, seed: int = 0) -> dict:
-    """Mean ground-truth reward of the policy's samples (with its standard error) and a KL(pi || ref) estimate.
+                    max_new_tokens: int = 32, batch_size: int = 32, seed: int = 0, kl_prompts: int | None = None) -> dict:
+    """Mean ground-truth reward of the policy's samples (with its standard error), the mean of each prompt's
+    samples (`prompt_rewards`, in prompt order) and a KL(pi || ref) estimate.
 
     KL is estimated from the same samples: mean over y ~ pi of log pi(y|x) - log ref(y|x), where ref is the
-    backbone with the LoRA adapters switched off.
+    backbone with the LoRA adapters switched off; `kl_prompts`: from the samples of the first n prompts only
+    (two forward passes a sample cost about as much as sampling it; `kl_n` says how many samples it used).
     """
     samples = generate(model, tok, prompts, n_samples=n_samples, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, seed=seed, cache_dir=cache_dir, key=key, progress=False)
@@ -33,14 +35,17 @@ def evaluate_policy(model, tok, prompts: list[str], scorer, *, key: dict, cache_
     ys = [y for s in samples for y in s]
     rewards = np.array(cached_map(lambda b: scorer(b, progress=False), [p + y for p, y in zip(ps, ys)], 256,
                                   cache_dir, key={"scorer": scorer.description}, desc="scoring", progress=False))
-    kl = float("nan")
+    kl, n_kl = float("nan"), sum(len(s) for s in samples[:kl_prompts])
     if hasattr(model, "disable_adapter"):
-        lp = completion_logprobs(model, tok, ps, ys)
+        lp = completion_logprobs(model, tok, ps[:n_kl], ys[:n_kl])
         with model.disable_adapter():
-            lr_ = completion_logprobs(model, tok, ps, ys)
+            lr_ = completion_logprobs(model, tok, ps[:n_kl], ys[:n_kl])
         kl = float(np.mean(lp - lr_))
+    ends = np.cumsum([len(s) for s in samples])
+    per_prompt = [float(rewards[a:b].mean()) for a, b in zip(ends - [len(s) for s in samples], ends)]
     return {"reward": float(rewards.mean()), "reward_se": float(rewards.std(ddof=1) / math.sqrt(len(rewards))),
-            "kl": kl, "n": int(len(rewards)), "examples": [p + y for p, y in list(zip(ps, ys))[:3]]}
+            "kl": kl, "kl_n": n_kl, "n": int(len(rewards)), "prompt_rewards": per_prompt,  # for paired comparisons (stats.py)
+            "examples": [p + y for p, y in list(zip(ps, ys))[:3]]}
 
 
 def reference_pair_logps(backbone: str, sets: dict, out_dir) -> dict:

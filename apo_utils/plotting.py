@@ -26,6 +26,7 @@ METHOD_COLORS = {
     "mmpo": "#6A994E",
     "mmpo_estimated": "#A7C957",  # MMPO with a reward model's margins: a lighter shade of MMPO's colour
     "bradley_terry": "#4C72B0",  # a reward model on hard labels: the counterpart of DPO, in DPO's colour
+    "madpo_c2": "#F08A5D",  # MADPO's sensitivity point (c_max 2)
     "madpo_amplify": "#E8919B",  # MADPO ablations: lighter shades of MADPO's colour
     "madpo_dampen": "#8E1F2F",
 }
@@ -34,7 +35,7 @@ METHOD_LABELS = {
     "dpo": "DPO", "ipo": "IPO", "cdpo": "cDPO", "robust": "rDPO (robust)", "beta_dpo": "β-DPO",
     "simpo": "SimPO", "madpo": "MADPO", "gamma_dpo": "γ-DPO", "gamma_simpo": "γ-SimPO", "amapo": "AMaPO",
     "mmpo": "MMPO", "mmpo_estimated": "MMPO (estimated margins)", "bradley_terry": "Bradley–Terry (hard labels)",
-    "madpo_amplify": "MADPO, amplify only", "madpo_dampen": "MADPO, dampen only",
+    "madpo_c2": "MADPO, c_max 2", "madpo_amplify": "MADPO, amplify only", "madpo_dampen": "MADPO, dampen only",
 }
 
 METHOD_ORDER = list(METHOD_COLORS)

@@ -72,15 +72,18 @@ class PolicySettings:
     eval_batch_size: int = 32
     ablation: bool = True  # MADPO amplification-only / dampening-only runs (notebook 02)
     top_layers: int | None = None  # LoRA on the top layers only, lower layers run once per text (None: every layer)
+    train_pairs: int | None = None  # pairs a policy trains on, drawn per seed from 01's tier (None: all of them)
+    kl_prompts: int | None = None  # KL from the start estimated on the first n held-out prompts' samples (None: all)
 
     def run_key(self) -> dict:
         """What changes one policy run, for its cache key: not the list of seeds, not which extra runs a study
         makes (ablation), not how many prompts it evaluates (the prompts themselves are part of the key)."""
         d = asdict(self)
-        for k in ("seeds", "ablation", "n_eval_prompts"):
+        for k in ("seeds", "ablation", "n_eval_prompts", "train_pairs"):  # the pairs themselves are in the key
             del d[k]
-        if d["top_layers"] is None:  # the keys runs had before the option existed
-            del d["top_layers"]
+        for k in ("top_layers", "kl_prompts"):  # unset: the keys runs had before the option existed
+            if d[k] is None:
+                del d[k]
         return d
 
 
@@ -88,6 +91,9 @@ class PolicySettings:
 class StudySettings:
     """What notebooks 03-05 vary and measure beyond the shared policy budget (PolicySettings)."""
 
+    madpo_variant_quality: str = "high"  # notebook 02 runs MADPO's c_max 2 point, its ablation and IPO on this tier
+    madpo_ipo_both_tiers: bool = True  # notebook 02: IPO on both tiers (False: on the variant tier only)
+    extra_seeds: int | None = None  # variants, ablations and baselines outside a headline comparison: first n seeds
     noise_quality: str = "low"  # notebook 03 flips labels of this tier (its labels agree with the truth most)
     noise_rates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)
     noise_eval_prompts: int = 16  # held-out prompts sampled per policy in notebook 03 (it trains 60 policies)
@@ -133,15 +139,19 @@ _SETTINGS = {
                                      rm_epochs=2.5, rm_batch_size=16, rm_lr=5e-4,
                                      rm_lora_r=16, rm_val_fraction=0.1, rm_eval_every=25, rm_patience=6,
                                      rm_top_layers=3),
+                   # 02-05 on cpu: 1,000 of 01's pairs a policy (drawn per seed), one epoch, LoRA on the top 3
+                   # layers (frozen layers once per text), 256 held-out prompts x 2 samples, KL from the first 64
+                   # prompts' samples. Measured at 1,000 pairs: about 100 s training, 35 s sampling, 8 s KL a policy.
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=1.0, batch_size=8, lr=5e-4, lora_r=16,
-                                         max_length=96, trim_vocab=8192, n_eval_prompts=64, eval_samples=2,
-                                         eval_max_new_tokens=32, eval_batch_size=32, ablation=False),
+                                         max_length=96, trim_vocab=8192, n_eval_prompts=256, eval_samples=2,
+                                         eval_max_new_tokens=32, eval_batch_size=128, ablation=True, top_layers=3,
+                                         train_pairs=1000, kl_prompts=64),
                    # 03 on cpu: three noise rates, not five, 96 of the 144 training pairs and 8 sampled prompts a
                    # policy: 137-165 s a policy on 144 pairs (2 cores, measured before checkpointing was switched
                    # off), so 36 policies need the smaller training set to fit 60 min (about 85 s each)
                    # 04 on cpu: 1.5 epochs measured every 9 steps on 32 training pairs, and without IPO (about 4 min
                    # a policy on 2 cores; the four methods for 2 epochs measured every 6 steps would take ~95 min)
-                   study=StudySettings(track_every=9, noise_rates=(0.0, 0.2, 0.4), noise_eval_prompts=8,
+                   study=StudySettings(madpo_ipo_both_tiers=False, extra_seeds=1, track_every=9, noise_rates=(0.0, 0.2, 0.4), noise_eval_prompts=8,
                                        noise_train_pairs=96, ranking_epochs=1.5, track_train_pairs=32,
                                        ranking_methods=("dpo", "simpo", "amapo"), bt_scales=(1.0, 4.0, 16.0))),
     # gpu: one free Colab T4 (or any one GPU), each notebook <= 60 min. No T4 was lent to this project, so the size

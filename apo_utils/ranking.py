@@ -14,12 +14,21 @@ import torch
 
 from . import losses as L
 from .cache import cached_map
+from .frozen_layers import attached
 
 
 
 @torch.no_grad()
 def completion_stats(model, tok, prompts: list[str], completions: list[str], batch_size: int = 16):
-    """(summed log pi(completion | prompt), number of completion tokens) for each pair, as arrays."""
+    """(summed log pi(completion | prompt), number of completion tokens) for each pair, as arrays.
+
+    A policy trained on its top layers (training.train_policy(top_layers=...)) is run from its kept lower-layer
+    states: a text seen before (a held-out pair measured for another policy, a sample scored with adapters on
+    and then off) costs the top layers only."""
+    lower = attached(model)
+    if lower is not None and lower._installed is None:
+        with lower.installed():
+            return completion_stats(model, tok, prompts, completions, batch_size)
     device = next(model.parameters()).device
     logps, counts = [], []
     side = tok.padding_side

@@ -72,6 +72,8 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
                       *([extra] if any([pair_sets, track_sets, track_every, n_eval_prompts is not None, log_pairs]) else []))
     path = Path(out_dir) / "runs" / f"{method}-s{seed}-{key}.json"
     done = read_json_or_none(path)  # a damaged result is set aside (with a warning) and measured again
+    if done is not None and prompts and "prompt_rewards" not in done:
+        done = None  # saved before per-prompt rewards were kept: paired comparisons need them, so measure again
     if done is not None:  # finished before: the record says so, so a cached re-run's time is not mistaken for a run's
         note_reuse("trained and evaluated runs")
         return {**done, "reused": True}
@@ -83,12 +85,14 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
                                     loss_kwargs=hparams, epochs=P.epochs, batch_size=P.batch_size, lr=P.lr,
                                     lora_r=P.lora_r, max_length=P.max_length, top_layers=P.top_layers, seed=seed,
                                     track=measure if track_sets else None, track_every=track_every,
-                                    log_pairs=log_pairs)
-    ev = {"reward": float("nan"), "reward_se": float("nan"), "kl": float("nan"), "n": 0, "examples": []}
+                                    log_pairs=log_pairs, save_steps=25)
+    ev = {"reward": float("nan"), "reward_se": float("nan"), "kl": float("nan"), "n": 0, "prompt_rewards": [],
+          "examples": []}
     if prompts:
         ev = evaluate_policy(model, tok, prompts, scorer, key={"policy": info["key"]},
                              cache_dir=Path(out_dir) / "eval_cache", n_samples=P.eval_samples,
-                             max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed)
+                             max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed,
+                             kl_prompts=P.kl_prompts)
     final = {s_["step"]: s_ for s_ in info.get("track", [])}
     last_step = max(final, default=None)
     pairs = {name: (final[last_step][name] if name in track_sets and last_step is not None

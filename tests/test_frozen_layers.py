@@ -106,3 +106,25 @@ def test_in_a_trainer_every_batch_row_was_precomputed_and_the_loss_is_the_full_m
     assert lower.computed == n  # no row of the batch was missing
     loss_full = fast.compute_loss(fast.model, dict(batch))  # the same model, run through every layer
     torch.testing.assert_close(loss_fast, loss_full, rtol=1e-5, atol=1e-6)
+
+
+def test_a_policy_left_with_its_kept_states_measures_pairs_as_the_full_model():
+    # train_policy(top_layers=...) leaves its FrozenLowerLayers on the model; completion_stats then runs the top
+    # layers from kept states, with adapters on and off (the reference), and must give the full model's numbers
+    from apo_utils.ranking import completion_stats
+
+    tok, model = _model(first_trained=3)
+    model.eval()
+    prompts, completions = [t[:9] for t in TEXTS], [t[9:] for t in TEXTS]
+    full = completion_stats(model, tok, prompts, completions, batch_size=3)
+    with model.disable_adapter():
+        full_ref = completion_stats(model, tok, prompts, completions, batch_size=3)
+    model._apo_frozen_lower = lower = FrozenLowerLayers(model, 3)
+    kept = completion_stats(model, tok, prompts, completions, batch_size=3)
+    with model.disable_adapter():
+        kept_ref = completion_stats(model, tok, prompts, completions, batch_size=2)
+    assert lower.computed == len(TEXTS)  # each text's lower layers ran once, for both passes
+    assert lower._installed is None  # left as it was found: generation runs the ordinary model
+    for a, b in ((full, kept), (full_ref, kept_ref)):
+        assert torch.allclose(torch.tensor(a[0]), torch.tensor(b[0]), atol=1e-4) and (a[1] == b[1]).all()
+    assert not torch.allclose(torch.tensor(full[0]), torch.tensor(full_ref[0]), atol=1e-3)  # adapters matter here
