@@ -34,10 +34,9 @@ PER_RUN_S = 15.0  # assumed: loading the backbone, wrapping it in LoRA, building
 PROMPT_TOKENS = 20  # IMDB openings (prompts.PROMPT_TOKENS); the offline openings are shorter
 LIMIT_MIN = 60.0  # what a notebook may take on a T4 under `gpu`
 
-NB02_METHODS = ("dpo", "ipo", "beta_dpo", "madpo")  # + two MADPO ablations when PolicySettings.ablation
-NB03_METHODS = ("dpo", "gamma_dpo", "simpo", "gamma_simpo")
-NB05_REWARD_MODELS = 3  # hard labels, MMPO on true margins, MMPO on estimated margins
-NB05_POLICIES = ("dpo", "mmpo", "mmpo")
+NB02_METHODS = ("dpo", "beta_dpo", "madpo")  # the headline; IPO and MADPO's variants with StudySettings.extra_seeds
+NB05_REWARD_MODELS = 2  # hard labels and MMPO on true margins every seed; estimated margins with extra_seeds
+NB05_POLICIES = ("dpo", "mmpo")
 
 
 def pairs_per_prompt(d: profiles.DataSettings, quality: str) -> int:
@@ -102,36 +101,46 @@ def estimate(profile: str) -> dict[str, float]:
                  + forward_s(train[q] + test[q], gen_tokens))  # margins of every pair
     nb01 = sample_s(d.n_prompts * d.n_samples, d.max_new_tokens, d.gen_batch_size, gen_tokens) + rm_s
 
-    # 02: the starting policy, then every method x tier x seed, evaluated on n_eval_prompts
-    methods02 = NB02_METHODS + (("madpo", "madpo") if p.ablation else ())
-    nb02 = evaluate(p.n_eval_prompts) + sum(
-        train_s(train[q], p.epochs, tokens, capabilities(m).reference) + evaluate(p.n_eval_prompts)
-        for q in ("high", "low") for m in methods02 for _ in p.seeds)
+    def n(q: str) -> int:  # pairs a policy trains on (Study.train_rows)
+        return train[q] if p.train_pairs is None else min(p.train_pairs, train[q])
 
-    # 03: every method x noise rate x seed on the noise tier; clean held-out pairs of both tiers scored each time
-    n03 = train[s.noise_quality] if s.noise_train_pairs is None else min(s.noise_train_pairs, train[s.noise_quality])
-    held_out = test["high"] + test["low"]
-    nb03 = evaluate(s.noise_eval_prompts) + forward_s(held_out, tokens) + sum(
-        train_s(n03, p.epochs, tokens, capabilities(m).reference) + forward_s(held_out, tokens)
-        + evaluate(s.noise_eval_prompts)
-        for m in NB03_METHODS for _ in s.noise_rates for _ in p.seeds)
+    extra = len(p.seeds[: s.extra_seeds])  # seeds of the runs outside a headline comparison
 
-    # 04: every ranking method x seed, measured every track_every steps on training and held-out pairs
-    n04 = train[s.ranking_quality]
-    measurements = math.ceil(s.ranking_epochs * n04 / p.batch_size / s.track_every) + 1
-    per_measurement = forward_s(min(s.track_train_pairs, n04) + test[s.ranking_quality], tokens)
-    nb04 = evaluate(s.ranking_eval_prompts) + sum(
-        train_s(n04, s.ranking_epochs, tokens, capabilities(m).reference) + measurements * per_measurement
-        + evaluate(s.ranking_eval_prompts)
+    def policy(q: str, method: str, epochs: float = p.epochs, pairs_measured: int = 0) -> float:
+        return (train_s(n(q), epochs, tokens, capabilities(method).reference) + evaluate(p.n_eval_prompts)
+                + forward_s(pairs_measured, tokens))
+
+    # 02: the starting policy; DPO, beta-DPO, MADPO x tier x seed; IPO and three MADPO variants with `extra` seeds
+    v = s.madpo_variant_quality
+    nb02 = evaluate(p.n_eval_prompts) + sum(policy(q, m) for q in ("high", "low") for m in NB02_METHODS for _ in p.seeds)
+    nb02 += extra * sum(policy(q, "ipo") for q in (("high", "low") if s.madpo_ipo_both_tiers else (v,)))
+    nb02 += extra * 3 * policy(v, "madpo") if p.ablation else 0.0
+
+    # 03: SimPO and gamma-SimPO x noise rate x seed; DPO and gamma-DPO on their rates with `extra` seeds; clean
+    # held-out pairs scored for every policy
+    q3, held_out = s.noise_quality, min(s.noise_test_pairs, test["high"] + test["low"])
+    nb03 = evaluate(p.n_eval_prompts) + forward_s(held_out, tokens)
+    nb03 += sum(policy(q3, m, pairs_measured=held_out) for m in ("simpo", "gamma_simpo") for _ in s.noise_rates
+                for _ in p.seeds)
+    nb03 += extra * sum(policy(q3, m, pairs_measured=held_out) for m in ("dpo", "gamma_dpo") for _ in s.noise_dpo_rates)
+
+    # 04: every ranking method x seed, measured every track_every steps on two probes, then every held-out pair
+    q4 = s.ranking_quality
+    measurements = math.ceil(s.ranking_epochs * n(q4) / p.batch_size / s.track_every) + 1
+    probes = min(s.track_train_pairs, n(q4)) + min(s.track_test_pairs, test[q4])
+    held4 = min(s.ranking_test_pairs, test[q4])
+    nb04 = evaluate(p.n_eval_prompts) + forward_s(held4 + probes, tokens) + sum(
+        policy(q4, m, s.ranking_epochs, held4) + measurements * forward_s(probes, tokens)
         for m in s.ranking_methods for _ in p.seeds)
 
-    # 05: reward models (three kinds x seeds, plus the gamma_bt sweep), then three policies x seeds
-    n05 = train[s.mmpo_quality]
-    n_rm = NB05_REWARD_MODELS * len(p.seeds) + len(s.bt_scales)
-    nb05 = (n_rm * (train_s(n05, d.rm_epochs, gen_tokens, reference=False) + forward_s(held_out, gen_tokens))
-            + evaluate(p.n_eval_prompts) + forward_s(held_out, tokens)
-            + sum(train_s(n05, p.epochs, tokens, capabilities(m).reference) + forward_s(held_out, tokens)
-                  + evaluate(p.n_eval_prompts) for m in NB05_POLICIES for _ in p.seeds))
+    # 05: reward models (hard and soft x seed, estimated margins and the gamma_bt sweep with fewer seeds), then
+    # DPO and MMPO x seed and MMPO on estimated margins with `extra` seeds
+    q5, held5 = s.mmpo_quality, min(s.mmpo_test_pairs, test["high"] + test["low"])
+    n_rm = NB05_REWARD_MODELS * len(p.seeds) + extra + len(s.bt_scales)
+    nb05 = n_rm * (train_s(n(q5), d.rm_epochs, gen_tokens, reference=False) + forward_s(held5, gen_tokens))
+    nb05 += evaluate(p.n_eval_prompts) + forward_s(held5, tokens)
+    nb05 += sum(policy(q5, m, pairs_measured=held5) for m in NB05_POLICIES for _ in p.seeds)
+    nb05 += extra * policy(q5, "mmpo", pairs_measured=held5)
     minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "03_gamma_po_noise": nb03,
                "04_amapo_ranking": nb04, "05_mmpo_margins": nb05}
     return {k: round(v / 60, 1) for k, v in minutes.items()}

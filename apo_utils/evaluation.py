@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .cache import cached_map
+from .env import cpu_bf16_context
 from .generation import generate
 from .models import load_causal_lm
 from .ranking import completion_stats, pair_logps
@@ -21,16 +22,20 @@ def completion_logprobs(model, tok, prompts: list[str], completions: list[str], 
 
 
 def evaluate_policy(model, tok, prompts: list[str], scorer, *, key: dict, cache_dir, n_samples: int = 1,
-                    max_new_tokens: int = 32, batch_size: int = 32, seed: int = 0, kl_prompts: int | None = None) -> dict:
+                    max_new_tokens: int = 32, batch_size: int = 32, seed: int = 0, kl_prompts: int | None = None,
+                    cpu_bf16: bool = False) -> dict:
     """Mean ground-truth reward of the policy's samples (with its standard error), the mean of each prompt's
     samples (`prompt_rewards`, in prompt order) and a KL(pi || ref) estimate.
 
     KL is estimated from the same samples: mean over y ~ pi of log pi(y|x) - log ref(y|x), where ref is the
     backbone with the LoRA adapters switched off; `kl_prompts`: from the samples of the first n prompts only
     (two forward passes a sample cost about as much as sampling it; `kl_n` says how many samples it used).
+    cpu_bf16: sample under bfloat16 autocast on a CPU (`env.cpu_bf16_context`); log-probs stay in float32.
     """
-    samples = generate(model, tok, prompts, n_samples=n_samples, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size, seed=seed, cache_dir=cache_dir, key=key, progress=False)
+    with cpu_bf16_context(cpu_bf16):
+        samples = generate(model, tok, prompts, n_samples=n_samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           seed=seed, cache_dir=cache_dir, key={**key, **({"cpu_bf16": True} if cpu_bf16 else {})},
+                           progress=False)
     ps = [p for p, ys in zip(prompts, samples) for _ in ys]
     ys = [y for s in samples for y in s]
     rewards = np.array(cached_map(lambda b: scorer(b, progress=False), [p + y for p, y in zip(ps, ys)], 256,
@@ -64,6 +69,7 @@ def reference_metrics(backbone: str, prompts: list[str], scorer, out_dir, P, see
         model.to("cuda")
     ev = evaluate_policy(model.eval(), tok, prompts, scorer, key={"policy": "reference", "backbone": backbone},
                          cache_dir=Path(out_dir) / "eval_cache", n_samples=P.eval_samples,
-                         max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed)
+                         max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed,
+                         cpu_bf16=P.cpu_bf16)
     ev["kl"] = 0.0
     return ev

@@ -74,6 +74,7 @@ class PolicySettings:
     top_layers: int | None = None  # LoRA on the top layers only, lower layers run once per text (None: every layer)
     train_pairs: int | None = None  # pairs a policy trains on, drawn per seed from 01's tier (None: all of them)
     kl_prompts: int | None = None  # KL from the start estimated on the first n held-out prompts' samples (None: all)
+    cpu_bf16: bool = False  # on a CPU: train and sample in bfloat16 (env.cpu_bf16_context); a GPU decides by itself
 
     def run_key(self) -> dict:
         """What changes one policy run, for its cache key: not the list of seeds, not which extra runs a study
@@ -81,8 +82,8 @@ class PolicySettings:
         d = asdict(self)
         for k in ("seeds", "ablation", "n_eval_prompts", "train_pairs"):  # the pairs themselves are in the key
             del d[k]
-        for k in ("top_layers", "kl_prompts"):  # unset: the keys runs had before the option existed
-            if d[k] is None:
+        for k in ("top_layers", "kl_prompts", "cpu_bf16"):  # unset: the keys runs had before the option existed
+            if d[k] in (None, False):
                 del d[k]
         return d
 
@@ -95,7 +96,9 @@ class StudySettings:
     madpo_ipo_both_tiers: bool = True  # notebook 02: IPO on both tiers (False: on the variant tier only)
     extra_seeds: int | None = None  # variants, ablations and baselines outside a headline comparison: first n seeds
     noise_quality: str = "low"  # notebook 03 flips labels of this tier (its labels agree with the truth most)
-    noise_rates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)
+    noise_rates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)  # SimPO and gamma-SimPO (03's headline)
+    noise_dpo_rates: tuple[float, ...] = (0.0, 0.4)  # DPO and gamma-DPO (03), with `extra_seeds` seeds
+    noise_test_pairs: int = 600  # clean held-out pairs notebook 03 ranks (a fixed sample of both tiers')
     noise_eval_prompts: int = 16  # held-out prompts sampled per policy in notebook 03 (it trains 60 policies)
     noise_train_pairs: int | None = None  # notebook 03 trains on the first n pairs of its tier (None: all of them)
     ranking_quality: str = "high"  # notebook 04 trains on this tier (subtle margins, many misranked pairs)
@@ -104,8 +107,12 @@ class StudySettings:
     ranking_methods: tuple[str, ...] = ("dpo", "ipo", "simpo", "amapo")  # notebook 04's methods
     track_every: int = 4  # optimizer steps between measurements during training (notebook 04)
     track_train_pairs: int = 48  # training pairs measured during training (notebook 04)
+    track_test_pairs: int = 48  # held-out pairs measured during training (notebook 04; all of them at the end)
+    ranking_test_pairs: int = 700  # held-out pairs notebook 04 ranks at the end (a fixed sample of the tier's)
     mmpo_quality: str = "high"  # notebook 05 trains reward models and policies on this tier
-    bt_scales: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)  # MMPO's gamma_bt values tried on the reward model (05)
+    mmpo_gamma_bt: float = 9.9  # 05: the authors' 2.2 (UltraFeedback's 1-10 scores) x 4.5 (VADER's range is 2, not 9)
+    mmpo_test_pairs: int = 600  # held-out pairs of both tiers notebook 05 measures (a fixed sample)
+    bt_scales: tuple[float, ...] = (1.35, 4.95, 9.9)  # 05: gamma_bt tried on the reward model (with label_scale)
 
 
 @dataclass(frozen=True)
@@ -145,15 +152,17 @@ _SETTINGS = {
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=1.0, batch_size=8, lr=5e-4, lora_r=16,
                                          max_length=96, trim_vocab=8192, n_eval_prompts=256, eval_samples=2,
                                          eval_max_new_tokens=32, eval_batch_size=128, ablation=True, top_layers=3,
-                                         train_pairs=1000, kl_prompts=64),
+                                         train_pairs=1000, kl_prompts=64, cpu_bf16=True),
                    # 03 on cpu: three noise rates, not five, 96 of the 144 training pairs and 8 sampled prompts a
                    # policy: 137-165 s a policy on 144 pairs (2 cores, measured before checkpointing was switched
                    # off), so 36 policies need the smaller training set to fit 60 min (about 85 s each)
                    # 04 on cpu: 1.5 epochs measured every 9 steps on 32 training pairs, and without IPO (about 4 min
                    # a policy on 2 cores; the four methods for 2 epochs measured every 6 steps would take ~95 min)
-                   study=StudySettings(madpo_ipo_both_tiers=False, extra_seeds=1, track_every=9, noise_rates=(0.0, 0.2, 0.4), noise_eval_prompts=8,
-                                       noise_train_pairs=96, ranking_epochs=1.5, track_train_pairs=32,
-                                       ranking_methods=("dpo", "simpo", "amapo"), bt_scales=(1.0, 4.0, 16.0))),
+                   study=StudySettings(madpo_ipo_both_tiers=False, extra_seeds=1, track_every=25,
+                                       noise_rates=(0.0, 0.2, 0.4), noise_eval_prompts=8,
+                                       noise_train_pairs=96, ranking_epochs=1.5, track_train_pairs=64,
+                                       track_test_pairs=200,
+                                       ranking_methods=("dpo", "simpo", "amapo"))),
     # gpu: one free Colab T4 (or any one GPU), each notebook <= 60 min. No T4 was lent to this project, so the size
     # comes from the MADPO authors' T4 timings of this very set-up (Gemma-3-270M, LoRA r 16, float32 as
     # env.mixed_precision picks for Gemma 3 on a T4): IPO trained 10,000 pairs of <= 196 tokens in 11:04 an epoch
@@ -196,7 +205,7 @@ _SETTINGS = {
                      policy=PolicySettings(seeds=(0,), epochs=2.0, batch_size=16, lr=1e-5, beta=0.1, lora_r=16,
                                            max_length=196, trim_vocab=None, n_eval_prompts=2_000, eval_samples=1,
                                            eval_max_new_tokens=176, eval_batch_size=256, ablation=False),
-                     study=StudySettings(noise_rates=(0.0, 0.2, 0.4), track_every=40, bt_scales=(1.0, 4.0, 16.0))),
+                     study=StudySettings(noise_rates=(0.0, 0.2, 0.4), track_every=40)),
 }
 
 

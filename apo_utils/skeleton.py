@@ -10,7 +10,7 @@ the record (`save`).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -25,7 +25,7 @@ from .evaluation import reference_metrics, reference_pair_logps
 from .ranking import implicit_margin
 from .records import RunRecord
 from .rewards import make_scorer
-from .stats import mean_ci95, mean_spread, seeds_by_units_bootstrap
+from .stats import mean_ci95, mean_spread, seeds_by_units_bootstrap, verdict  # noqa: F401 (notebooks import it here)
 from .storage import atomic_write_json, repo_root
 from .study import as_arrays, held_out_prompts, load_study_pairs, study_backbone, train_and_evaluate
 
@@ -33,10 +33,11 @@ from .study import as_arrays, held_out_prompts, load_study_pairs, study_backbone
 class Study:
     """One study notebook's run: profile, folders, record, data, starting policy, jobs, comparisons."""
 
-    def __init__(self, name: str, profile: str = "auto", seed: int = 0, output_dir="outputs"):
+    def __init__(self, name: str, profile: str = "auto", seed: int = 0, output_dir="outputs", **policy_changes):
+        """policy_changes: fields of the profile's PolicySettings this study sets otherwise (e.g. epochs=...)."""
         self.name, self.profile, self.seed = name, profiles.resolve(profile), seed
         prof = profiles.get(self.profile)
-        self.D, self.P, self.S = prof.data, prof.policy, prof.study
+        self.D, self.P, self.S = prof.data, replace(prof.policy, **policy_changes), prof.study
         torch.manual_seed(seed)
         plotting.apply_style()
         out = Path(output_dir)
@@ -53,14 +54,16 @@ class Study:
               f"held-out prompts={len(self.prompts)}")
 
     # -- data ---------------------------------------------------------------------------------------------
-    def train_rows(self, quality: str, seed: int, n: int | None = None) -> list[dict]:
-        """The training pairs of one seed: `n` (default the profile's `train_pairs`) drawn from notebook 01's tier
-        with the seed, so each seed is a fresh sample of the data and every method of a seed gets the same pairs."""
+    def train_rows(self, quality: str, n: int | None = None) -> list[dict]:
+        """The pairs a policy trains on: `n` (default the profile's `train_pairs`) drawn once from notebook 01's
+        tier, the same for every method and seed (seeds differ in data order and adapter initialisation). One
+        draw, not one a seed: the frozen lower layers of a tier's pairs then run once (90 s on cpu), not per seed;
+        the price is that the intervals do not cover which 1,000 pairs were drawn."""
         rows = self.pairs[quality]["train"]
         n = self.P.train_pairs if n is None else n
         if n is None or n >= len(rows):
             return list(rows)
-        pick = np.sort(np.random.default_rng(seed).choice(len(rows), n, replace=False))
+        pick = np.sort(np.random.default_rng(0).choice(len(rows), n, replace=False))
         return [rows[i] for i in pick]
 
     # -- the starting policy ------------------------------------------------------------------------------
@@ -102,16 +105,17 @@ class Study:
             out[f"{k}_correct"], out[f"{k}_accuracy"] = c.tolist(), float(c.mean())
         return {**out, "raw": r}
 
-    def run(self, jobs: list[dict], train_one, desc: str = "policies") -> pd.DataFrame:
+    def run(self, jobs: list[dict], train_one, desc: str = "policies", step: str = "train_and_evaluate") -> pd.DataFrame:
         """Each job (a dict with at least 'setting', 'seed' and 'method') through `train_one(job) -> dict`, with a
-        progress bar and one line a policy. Rows of the frame: the job's keys, then the result's."""
+        progress bar and one line a job, timed as the record's `step`. Rows: the job's keys, then the result's."""
         rows = []
-        with self.record.step("train_and_evaluate"):
+        with self.record.step(step):
             for job in tqdm(jobs, desc=desc):
                 t0 = time.time()
                 rows.append({**job, **train_one(job)})
                 r = rows[-1]
-                shown = "  ".join(f"{k} {r[k]:+.3f}" for k in ("reward", "test_accuracy") if k in r and np.isfinite(r[k]))
+                shown = "  ".join(f"{k} {r[k]:+.3f}" for k in ("reward", "test_accuracy", "truth_accuracy")
+                                  if k in r and np.isfinite(r[k]))
                 tqdm.write(f"{job['setting']:>10s} seed {job['seed']} {job['method']:15s} {shown}  "
                            f"({time.time() - t0:.0f} s{', finished before' if r.get('reused') else ''})")
         return pd.DataFrame(rows)
@@ -196,7 +200,7 @@ class Study:
 
     def save(self, runs: pd.DataFrame, table: dict, **metrics) -> Path:
         """Write the run record (metrics, comparisons, sizes, provenance) and a copy of the metrics to output_dir."""
-        per_unit = [c for c in runs.columns if c == "raw" or c == "prompt_rewards" or c.endswith("_correct")]
+        per_unit = [c for c in runs.columns if c in ("raw", "prompt_rewards") or c.endswith(("_correct", "_units"))]
         backbone = Path(self.backbone).name if Path(self.backbone).is_dir() else self.backbone
         metrics = {"reference": {k: v for k, v in self.ref.items() if k not in ("examples", "prompt_rewards")},
                    "table": {"/".join(map(str, k)): v for k, v in table.items()}, "comparisons": self.comparisons,
@@ -216,30 +220,24 @@ METRIC_LABELS = {"reward": "true reward (VADER compound)", "test_accuracy": "hel
                  "ece": "expected calibration error"}
 
 
-def verdict(c: dict, matters: float = 0.03) -> str:
-    """What a paired interval says: 'better'/'worse' when it excludes 0, 'no difference' only when it lies
-    within ±`matters` (an effect that would matter), else 'not resolved'."""
-    lo, hi = c["ci95"]
-    if lo > 0 or hi < 0:
-        return "higher" if lo > 0 else "lower"
-    return f"no difference (within ±{matters:g})" if -matters <= lo and hi <= matters else "not resolved"
-
-
 def paired_comparison(runs: pd.DataFrame, setting: str, metric: str, method: str, baseline: str,
                       sets: dict | None = None) -> dict:
     """Paired difference `method` − `baseline` on `metric` in one setting: the same seeds (same data, order and
-    adapter initialisation) and the same units, i.e. held-out prompts for 'reward' (the mean of a prompt's
-    samples, column 'prompt_rewards') or pairs for '<set>_accuracy' (column '<set>_correct', grouped by the
-    prompt of each pair in `sets[<set>]`: a prompt's pairs are not independent). 95 % interval by resampling
-    seeds and units (stats.seeds_by_units_bootstrap)."""
+    adapter initialisation) and the same units. Units: held-out prompts for 'reward' (the mean of a prompt's
+    samples, column 'prompt_rewards'); pairs of a set for '<set>_..._accuracy' (column '<set>_..._correct') and
+    for any other '<set>_...' metric (column '<metric>_units'), grouped by the prompt of each pair in
+    `sets[<set>]` (a prompt's pairs are not independent). 95 % interval by resampling seeds and units
+    (stats.seeds_by_units_bootstrap)."""
     sub = runs[runs.setting == setting]
-    col = "prompt_rewards" if metric == "reward" else metric.replace("_accuracy", "_correct")
+    col = ("prompt_rewards" if metric == "reward" else metric.removesuffix("_accuracy") + "_correct"
+           if metric.endswith("_accuracy") else metric + "_units")
     a, b = (sub[sub.method == m].set_index("seed")[col] for m in (method, baseline))
     seeds = sorted(set(a.index) & set(b.index))
     if not seeds:
         raise ValueError(f"no seed has both {method!r} and {baseline!r} in setting {setting!r}")
     diff = np.array([np.asarray(a[s], dtype=float) - np.asarray(b[s], dtype=float) for s in seeds])
-    groups = None if metric == "reward" else [r["prompt"] for r in (sets or {})[metric.removesuffix("_accuracy")]]
+    pairs = (sets or {}).get(metric.split("_")[0]) if metric != "reward" else None
+    groups = None if pairs is None else [r["prompt"] for r in pairs]
     return {"setting": setting, "metric": metric, "method": method, "baseline": baseline,
             **seeds_by_units_bootstrap(diff, groups)}
 

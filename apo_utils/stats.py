@@ -81,3 +81,12 @@ def mean_ci95(values) -> tuple[float, float]:
     df = s["n"] - 1
     t = 1.96 if df > 30 else _T975[max(k for k in _T975 if k <= df)]  # the smaller df: a wider interval
     return s["mean"], t * s["se"]
+
+
+def verdict(c: dict, matters: float = 0.03) -> str:
+    """What a paired 95 % interval says: higher/lower when it excludes 0; 'no difference' only when it lies
+    within +-`matters` (a difference too small to matter); otherwise 'not resolved'."""
+    lo, hi = c["ci95"]
+    if lo > 0 or hi < 0:
+        return "higher" if lo > 0 else "lower"
+    return f"no difference (within ±{matters:g})" if -matters <= lo and hi <= matters else "not resolved"

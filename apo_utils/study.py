@@ -85,14 +85,15 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
                                     loss_kwargs=hparams, epochs=P.epochs, batch_size=P.batch_size, lr=P.lr,
                                     lora_r=P.lora_r, max_length=P.max_length, top_layers=P.top_layers, seed=seed,
                                     track=measure if track_sets else None, track_every=track_every,
-                                    log_pairs=log_pairs, save_steps=25)
+                                    log_pairs=log_pairs, save_steps=25, cpu_bf16=P.cpu_bf16,
+                                    track_key=_set_key(track_sets) if track_sets else None)
     ev = {"reward": float("nan"), "reward_se": float("nan"), "kl": float("nan"), "n": 0, "prompt_rewards": [],
           "examples": []}
     if prompts:
         ev = evaluate_policy(model, tok, prompts, scorer, key={"policy": info["key"]},
                              cache_dir=Path(out_dir) / "eval_cache", n_samples=P.eval_samples,
                              max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed,
-                             kl_prompts=P.kl_prompts)
+                             kl_prompts=P.kl_prompts, cpu_bf16=P.cpu_bf16)
     final = {s_["step"]: s_ for s_ in info.get("track", [])}
     last_step = max(final, default=None)
     pairs = {name: (final[last_step][name] if name in track_sets and last_step is not None
