@@ -204,15 +204,6 @@ class FrozenLowerLayers:
             self._mask = mask
 
     @contextlib.contextmanager
-    def paused(self):
-        """The ordinary model for a moment inside `installed()` (e.g. a left-padded measurement); a no-op outside."""
-        if self._installed is None:
-            yield
-        else:
-            with self._uninstalled():
-                yield
-
-    @contextlib.contextmanager
     def installed(self):
         """Inside: the model starts at layer L from the kept states. Outside: the ordinary model."""
         if self._installed is not None:

@@ -99,11 +99,8 @@ class StudySettings:
     noise_rates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)  # SimPO and gamma-SimPO (03's headline)
     noise_dpo_rates: tuple[float, ...] = (0.0, 0.4)  # DPO and gamma-DPO (03), with `extra_seeds` seeds
     noise_test_pairs: int = 600  # clean held-out pairs notebook 03 ranks (a fixed sample of both tiers')
-    noise_eval_prompts: int = 16  # held-out prompts sampled per policy in notebook 03 (it trains 60 policies)
-    noise_train_pairs: int | None = None  # notebook 03 trains on the first n pairs of its tier (None: all of them)
     ranking_quality: str = "high"  # notebook 04 trains on this tier (subtle margins, many misranked pairs)
     ranking_epochs: float = 2.0  # notebook 04: passes over the data, so that over-fitting has time to show
-    ranking_eval_prompts: int = 32  # held-out prompts sampled per policy in notebook 04
     ranking_methods: tuple[str, ...] = ("dpo", "ipo", "simpo", "amapo")  # notebook 04's methods
     track_every: int = 4  # optimizer steps between measurements during training (notebook 04)
     track_train_pairs: int = 48  # training pairs measured during training (notebook 04)
@@ -146,22 +143,20 @@ _SETTINGS = {
                                      rm_epochs=2.5, rm_batch_size=16, rm_lr=5e-4,
                                      rm_lora_r=16, rm_val_fraction=0.1, rm_eval_every=25, rm_patience=6,
                                      rm_top_layers=3),
-                   # 02-05 on cpu: 1,000 of 01's pairs a policy (drawn per seed), one epoch, LoRA on the top 3
-                   # layers (frozen layers once per text), 256 held-out prompts x 2 samples, KL from the first 64
-                   # prompts' samples. Measured at 1,000 pairs: about 100 s training, 35 s sampling, 8 s KL a policy.
+                   # 02-05 on cpu: 1,000 of 01's pairs a policy (one draw a tier), one epoch, LoRA on the top 3
+                   # layers (frozen layers once per text), training and sampling in bf16 (AMX), 256 held-out
+                   # prompts x 2 samples, KL from the first 64 prompts' samples.
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=1.0, batch_size=8, lr=5e-4, lora_r=16,
                                          max_length=96, trim_vocab=8192, n_eval_prompts=256, eval_samples=2,
                                          eval_max_new_tokens=32, eval_batch_size=128, ablation=True, top_layers=3,
                                          train_pairs=1000, kl_prompts=64, cpu_bf16=True),
-                   # 03 on cpu: three noise rates, not five, 96 of the 144 training pairs and 8 sampled prompts a
-                   # policy: 137-165 s a policy on 144 pairs (2 cores, measured before checkpointing was switched
-                   # off), so 36 policies need the smaller training set to fit 60 min (about 85 s each)
-                   # 04 on cpu: 1.5 epochs measured every 9 steps on 32 training pairs, and without IPO (about 4 min
-                   # a policy on 2 cores; the four methods for 2 epochs measured every 6 steps would take ~95 min)
+                   # Each study's headline comparison at full power (3 seeds); outside it, to hold the hour, one
+                   # seed (extra_seeds): 02's IPO (high tier only) and MADPO variants, 03's DPO / gamma-DPO, 05's
+                   # estimated-margin models and gamma_bt sweep. 03: SimPO / gamma-SimPO at 0, 20, 40 % noise; 04:
+                   # 1.5 epochs measured every 25 steps, IPO left out.
                    study=StudySettings(madpo_ipo_both_tiers=False, extra_seeds=1, track_every=25,
-                                       noise_rates=(0.0, 0.2, 0.4), noise_eval_prompts=8,
-                                       noise_train_pairs=96, ranking_epochs=1.5, track_train_pairs=64,
-                                       track_test_pairs=200,
+                                       noise_rates=(0.0, 0.2, 0.4), noise_dpo_rates=(0.4,), ranking_epochs=1.5,
+                                       track_train_pairs=64, track_test_pairs=200,
                                        ranking_methods=("dpo", "simpo", "amapo"))),
     # gpu: one free Colab T4 (or any one GPU), each notebook <= 60 min. No T4 was lent to this project, so the size
     # comes from the MADPO authors' T4 timings of this very set-up (Gemma-3-270M, LoRA r 16, float32 as

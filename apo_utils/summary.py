@@ -202,7 +202,7 @@ def comparisons(root: Path | None = None, profiles=("cpu", "gpu"), committed_onl
     """Every paired comparison the records hold (`metrics.comparisons`), with where it comes from."""
     out = []
     for rec in records(root, committed_only):
-        if rec["profile"] in profiles:
+        if rec["profile"] in profiles and rec["study"] in EXTRACT:
             out += [{**c, "study": rec["study"], "profile": rec["profile"], "path": rec["_path"]}
                     for c in rec.get("metrics", {}).get("comparisons", [])]
     return out

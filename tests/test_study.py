@@ -55,6 +55,11 @@ def test_train_evaluate_and_reuse(tmp_path):
                          max_new_tokens=12, batch_size=16)
     assert ev["n"] == 16 and -1 <= ev["reward"] <= 1 and ev["reward_se"] > 0
     assert ev["kl"] > 0  # the trained adapters moved the policy away from the reference
+    # per-prompt rewards (for paired comparisons) average to the reward; KL from the first prompts only on request
+    assert len(ev["prompt_rewards"]) == 16 and np.isclose(np.mean(ev["prompt_rewards"]), ev["reward"])
+    two = evaluate_policy(model, tok, prompts, VaderScorer(), key={"m": info["key"]}, cache_dir=tmp_path / "ev",
+                          max_new_tokens=12, batch_size=16, n_samples=2, seed=1, kl_prompts=4)
+    assert two["kl_n"] == 8 and two["n"] == 32 and len(two["prompt_rewards"]) == 16
     again, _, info2 = train_policy("madpo", rows, "tiny", tmp_path, loss_kwargs={"beta": 0.5}, epochs=2,
                                    batch_size=8, lr=5e-3, lora_r=8, log=log)
     assert info2["reused"]
@@ -247,3 +252,41 @@ def test_a_runs_cache_key_ignores_other_seeds_and_extra_runs_and_beta_is_chosen_
     betas = sorted(d["loss_kwargs"]["beta"] for d in (__import__("json").loads(p.read_text())
                                                       for p in (tmp_path / "adapters").glob("*/info.json")))
     assert betas == [0.3, 0.3, 0.7]  # the profile's beta twice (two learning rates), the method's own once
+
+
+def test_top_layer_runs_take_the_reference_at_each_step_with_the_same_losses(tmp_path, monkeypatch):
+    """With kept lower layers TRL's reference pass before training would run the whole model over every pair;
+    train_policy computes the reference at each step from the kept states instead, and the losses agree."""
+    from apo_utils import training
+
+    rows = _pairs(16)
+    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, top_layers=1)
+    _, _, per_step = train_policy("dpo", rows, "tiny", tmp_path / "per_step", **kw)
+    original = training.DPOConfig
+    forced = []
+
+    def precompute(*a, **k):
+        forced.append(k["precompute_ref_log_probs"])
+        return original(*a, **{**k, "precompute_ref_log_probs": True})
+
+    monkeypatch.setattr(training, "DPOConfig", precompute)
+    _, _, before = train_policy("dpo", rows, "tiny", tmp_path / "precomputed", **kw)
+    assert forced == [False]  # what train_policy asked for with top_layers
+    np.testing.assert_allclose([h["loss"] for h in per_step["log"]], [h["loss"] for h in before["log"]], rtol=1e-5)
+
+
+def test_bf16_training_and_what_is_tracked_are_part_of_a_runs_identity(tmp_path):
+    """cpu_bf16 changes the numbers, so it changes the cache key; so does what a run measures along the way."""
+    rows = _pairs(16)
+    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=8, lr=5e-3, lora_r=4, log=lambda *_: None)
+    _, _, fp32 = train_policy("dpo", rows, "tiny", tmp_path, **kw)
+    _, _, bf16 = train_policy("dpo", rows, "tiny", tmp_path, cpu_bf16=True, **kw)
+    assert not bf16["reused"] and bf16["key"] != fp32["key"]
+    assert np.isfinite([h["loss"] for h in bf16["log"]]).all()
+    np.testing.assert_allclose(bf16["log"][0]["loss"], fp32["log"][0]["loss"], rtol=0.05)  # bf16: close, not equal
+    track = lambda m, t: {"x": float(completion_logprobs(m, t, ["Film"], [" great"])[0])}  # noqa: E731
+    _, _, a = train_policy("dpo", rows, "tiny", tmp_path, track=track, track_every=1, track_key="A", **kw)
+    _, _, b = train_policy("dpo", rows, "tiny", tmp_path, track=track, track_every=1, track_key="B", **kw)
+    _, _, a2 = train_policy("dpo", rows, "tiny", tmp_path, track=track, track_every=1, track_key="A", **kw)
+    assert not a["reused"] and not b["reused"] and a2["reused"] and a2["track"] == a["track"]
+
