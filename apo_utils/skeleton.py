@@ -156,7 +156,8 @@ class Study:
                             label=plotting.label(m))
             ax.set(xlabel="KL(π ‖ π_start) (nats per continuation)", title=(titles or {}).get(s, s))
         axes[0][0].set_ylabel(self.reward_label())
-        axes[0][-1].legend(fontsize=8)
+        handles = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}  # every method once
+        axes[0][-1].legend(handles.values(), handles.keys(), fontsize=8)
         fig.suptitle("Reward against KL: dots are seeds, large markers the mean with a 95 % interval over seeds")
         return self.savefig(fig, filename)
 
@@ -172,7 +173,9 @@ class Study:
                 ax.errorbar(c["diff"], yi, xerr=[[c["diff"] - c["ci95"][0]], [c["ci95"][1] - c["diff"]]], fmt="o",
                             capsize=4, color=plotting.color(c["method"]))
             ax.axvline(0, color="k", lw=0.8)
+            most = max(c["n_seeds"] for c in cs)
             ax.set_yticks(y, [f"{c['setting']}: {plotting.label(c['method'])} − {plotting.label(c['baseline'])}"
+                              + (f" ({c['n_seeds']} seed{'s' * (c['n_seeds'] > 1)})" if c["n_seeds"] < most else "")
                               for c in cs], fontsize=8)
             ax.set(xlabel=f"paired difference in {METRIC_LABELS.get(metric, metric)} (95 % CI)")
         fig.suptitle(title or "Method minus baseline, same seeds and held-out units")

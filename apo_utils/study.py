@@ -72,8 +72,10 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
                       *([extra] if any([pair_sets, track_sets, track_every, n_eval_prompts is not None, log_pairs]) else []))
     path = Path(out_dir) / "runs" / f"{method}-s{seed}-{key}.json"
     done = read_json_or_none(path)  # a damaged result is set aside (with a warning) and measured again
-    if done is not None and prompts and "prompt_rewards" not in done:
-        done = None  # saved before per-prompt rewards were kept: paired comparisons need them, so measure again
+    if done is not None and not done.get("float32_measurements"):
+        # saved before per-prompt rewards were kept, or with KL and log-probs measured through the autocast forward
+        # of a bf16-trained model (training.float32_forward): measure again (a finished training is reused)
+        done = None
     if done is not None:  # finished before: the record says so, so a cached re-run's time is not mistaken for a run's
         note_reuse("trained and evaluated runs")
         return {**done, "reused": True}
@@ -99,7 +101,7 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
     pairs = {name: (final[last_step][name] if name in track_sets and last_step is not None
                     else _listed(pair_logps(model, tok, rs))) for name, rs in pair_sets.items()}
     last = info["log"][-1] if info["log"] else {}
-    result = {"method": method, "loss": loss_name, "seed": seed, **ev,
+    result = {"method": method, "loss": loss_name, "seed": seed, **ev, "float32_measurements": True,
               "train_runtime_s": info.get("train_runtime_s"), "final_train_loss": last.get("loss"),
               "train_log": info["log"], "pairs": pairs, "track": info.get("track", []),
               "pair_log": info.get("pair_log", [])}

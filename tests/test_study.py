@@ -290,3 +290,25 @@ def test_bf16_training_and_what_is_tracked_are_part_of_a_runs_identity(tmp_path)
     _, _, a2 = train_policy("dpo", rows, "tiny", tmp_path, track=track, track_every=1, track_key="A", **kw)
     assert not a["reused"] and not b["reused"] and a2["reused"] and a2["track"] == a["track"]
 
+
+def test_measurements_during_bf16_training_are_taken_in_float32(tmp_path):
+    """Before the first step the policy is the reference (LoRA's B starts at zero): a tracked log-prob must be the
+    float32 model's, not a bf16 autocast one (off by ~0.15 nats a response on Gemma, enough to fake a margin)."""
+    rows = _pairs(16)
+    seen = {}
+
+    def track(m, t):
+        return {"x": [float(v) for v in completion_logprobs(m, t, ["Film was", "A plot"], [" great fun", " dull"])]}
+
+    from apo_utils.models import load_causal_lm
+
+    model, tok, info = train_policy("dpo", rows, "tiny", tmp_path, loss_kwargs={"beta": 0.5}, epochs=1, batch_size=8,
+                                    lr=5e-3, lora_r=4, log=lambda *_: None, cpu_bf16=True, track=track,
+                                    track_every=1, track_key="t")
+    plain, _, _ = load_causal_lm("tiny", seed=0, log=lambda *_: None)  # the reference, in float32
+    start = completion_logprobs(plain.eval(), tok, ["Film was", "A plot"], [" great fun", " dull"])
+    np.testing.assert_allclose(info["track"][0]["x"], start, atol=1e-5)
+    with model.disable_adapter():  # the trained model is handed back with its float32 forward too
+        np.testing.assert_allclose(completion_logprobs(model, tok, ["Film was", "A plot"], [" great fun", " dull"]),
+                                   start, atol=1e-5)
+
