@@ -110,11 +110,14 @@ def estimate(profile: str) -> dict[str, float]:
         return (train_s(n(q), epochs, tokens, capabilities(method).reference) + evaluate(p.n_eval_prompts)
                 + forward_s(pairs_measured, tokens))
 
-    # 02: the starting policy; DPO, beta-DPO, MADPO x tier x seed; IPO and three MADPO variants with `extra` seeds
+    # 02: the starting policy; DPO, beta-DPO, MADPO x tier x seed; IPO and three MADPO variants with `extra` seeds;
+    # held-out pairs of both tiers ranked by every policy
     v = s.madpo_variant_quality
-    nb02 = evaluate(p.n_eval_prompts) + sum(policy(q, m) for q in ("high", "low") for m in NB02_METHODS for _ in p.seeds)
-    nb02 += extra * sum(policy(q, "ipo") for q in (("high", "low") if s.madpo_ipo_both_tiers else (v,)))
-    nb02 += extra * 3 * policy(v, "madpo") if p.ablation else 0.0
+    held2 = min(s.madpo_test_pairs, test["high"] + test["low"])
+    nb02 = evaluate(p.n_eval_prompts) + forward_s(held2, tokens) + sum(
+        policy(q, m, pairs_measured=held2) for q in ("high", "low") for m in NB02_METHODS for _ in p.seeds)
+    nb02 += extra * sum(policy(q, "ipo", pairs_measured=held2) for q in (("high", "low") if s.madpo_ipo_both_tiers else (v,)))
+    nb02 += extra * 3 * policy(v, "madpo", pairs_measured=held2) if p.ablation else 0.0
 
     # 03: SimPO and gamma-SimPO x noise rate x seed; DPO and gamma-DPO on their rates with `extra` seeds; clean
     # held-out pairs scored for every policy

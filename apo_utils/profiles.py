@@ -94,6 +94,7 @@ class StudySettings:
 
     madpo_variant_quality: str = "high"  # notebook 02 runs MADPO's c_max 2 point, its ablation and IPO on this tier
     madpo_ipo_both_tiers: bool = True  # notebook 02: IPO on both tiers (False: on the variant tier only)
+    madpo_test_pairs: int = 600  # held-out pairs of both tiers 02 ranks, turned to agree with the truth (a fixed sample)
     extra_seeds: int | None = None  # variants, ablations and baselines outside a headline comparison: first n seeds
     noise_quality: str = "low"  # notebook 03 flips labels of this tier (its labels agree with the truth most)
     noise_rates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)  # SimPO and gamma-SimPO (03's headline)
@@ -165,9 +166,9 @@ _SETTINGS = {
     # Scaled by tokens (20 prompt + 48 new = 68 of their 196): 23 ms a pair and epoch here. 1,000 prompts give 750
     # training pairs a tier, so one policy of 2 epochs costs 750 x (2 x 23 + 6) ms = 39 s, plus 15 s of set-up and
     # ~24 s sampling 512 evaluation continuations (0.25 s a decoding step, assumed). Runs = methods x (tiers or
-    # noise rates) x seeds: 02 4 x 2 x 3 = 24 runs, 33 min; 03 4 x 3 x 3 = 36, 40 min (five noise rates, 60 runs,
-    # would be 67 min: hence three, as on cpu); 04 4 x 3 = 12, 17 min; 05 12 reward models + 9 policies, 25 min;
-    # 01 5 min. `python -m apo_utils.budget` recomputes these (apo_utils/budget.py, tests/test_budget.py).
+    # noise rates) x seeds: 02 4 x 2 x 3 = 24 runs, 34 min with its held-out pairs; 03 4 x 3 x 3 = 36, 40 min
+    # (five noise rates, 60 runs, would be 67 min: hence three, as on cpu); 04 4 x 3 = 12, 17 min; 05 12 reward
+    # models + 9 policies, 25 min; 01 5 min. `python -m apo_utils.budget` recomputes these (apo_utils/budget.py, tests/test_budget.py).
     "gpu": Profile("gpu", "one GPU (a free Colab T4: each notebook <= 60 min): the hub's Gemma-3-270M, IMDB and the "
                           "authors' classifier when reachable, else the offline stand-ins",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import plotting, profiles
 from .data import QUALITIES
 from .evaluation import reference_metrics, reference_pair_logps
-from .ranking import implicit_margin
+from .ranking import implicit_margin, oriented
 from .records import RunRecord
 from .rewards import make_scorer
 from .stats import mean_ci95, mean_spread, seeds_by_units_bootstrap, verdict  # noqa: F401 (notebooks import it here)
@@ -64,6 +64,13 @@ class Study:
         if n is None or n >= len(rows):
             return list(rows)
         pick = np.sort(np.random.default_rng(0).choice(len(rows), n, replace=False))
+        return [rows[i] for i in pick]
+
+    def held_out_pairs(self, n: int) -> list[dict]:
+        """A fixed sample of `n` held-out pairs of both tiers, turned so that chosen is truly the better response:
+        a policy's ranking accuracy on them is agreement with the truth, whatever the tier's labels say."""
+        rows, _ = oriented([r for q in QUALITIES for r in self.pairs[q]["test"]])
+        pick = sorted(np.random.default_rng(0).choice(len(rows), min(n, len(rows)), replace=False))
         return [rows[i] for i in pick]
 
     # -- the starting policy ------------------------------------------------------------------------------

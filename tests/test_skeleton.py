@@ -44,3 +44,17 @@ def test_a_missing_baseline_is_named():
     runs = _runs(0.0)
     with pytest.raises(ValueError, match="no seed has both 'madpo' and 'ipo' in setting 'high'"):
         paired_comparison(runs, "high", "reward", "madpo", "ipo")
+
+
+def test_held_out_pairs_are_a_fixed_sample_turned_to_agree_with_the_truth():
+    from apo_utils.skeleton import Study
+    rng = np.random.default_rng(1)
+    study = Study.__new__(Study)  # only the pairs matter here
+    study.pairs = {q: {"test": [{"prompt": f"{q}{i}", "chosen": f"c{i}", "rejected": f"r{i}",
+                                 "true_margin": float(rng.normal())} for i in range(50)]} for q in ("high", "low")}
+    a, b = study.held_out_pairs(30), study.held_out_pairs(30)
+    assert a == b and len(a) == 30 and len({r["prompt"] for r in a}) == 30
+    assert all(r["true_margin"] >= 0 for r in a)
+    turned = [r for r in a if r["chosen"].startswith("r")]  # a pair whose label disagreed with the truth is swapped
+    assert turned and all(r["rejected"] == "c" + r["chosen"][1:] for r in turned)
+    assert {r["prompt"][:3] for r in a} >= {"hig", "low"} and len(study.held_out_pairs(500)) == 100
