@@ -80,3 +80,19 @@ def test_extractors_of_studies_03_to_05_read_their_records():
     assert {(r["setting"], r["method"]) for r in rows} == {("reward model", "bradley_terry"), ("reward model", "mmpo"),
                                                           ("policy", "dpo"), ("policy", "mmpo")}
     assert all(r["n"] == 3 and r["commit"] == "abc" for r in rows)
+
+
+def test_a_notebook_whose_prose_alone_changed_leaves_its_record_current(tmp_path):
+    def nb(markdown: str, code: str) -> str:
+        return json.dumps({"cells": [{"cell_type": "markdown", "source": markdown, "metadata": {}},
+                                     {"cell_type": "code", "source": [code], "metadata": {}, "outputs": []}]})
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    git("init", "-q")
+    (tmp_path / "n.ipynb").write_text(nb("# findings to come", "x = 1\n"))
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "record made here")
+    commit = git("rev-parse", "HEAD").strip()
+    (tmp_path / "n.ipynb").write_text(nb("# what we found: x is 1", "x = 1\n"))
+    assert summary._changed_since(commit, ["n.ipynb"], tmp_path) == []
+    (tmp_path / "n.ipynb").write_text(nb("# what we found: x is 1", "x = 2\n"))
+    assert summary._changed_since(commit, ["n.ipynb"], tmp_path) == ["n.ipynb"]
