@@ -227,6 +227,7 @@ class Study:
 
 
 METRIC_LABELS = {"reward": "true reward (VADER compound)", "test_accuracy": "held-out ranking accuracy",
+                 "test_mean_logp_accuracy": "held-out ranking accuracy by mean log-prob (no reference)",
                  "ece": "expected calibration error"}
 
 
