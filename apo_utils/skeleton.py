@@ -173,9 +173,11 @@ class Study:
         metrics = list(dict.fromkeys(c["metric"] for c in self.comparisons))
         fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 0.5 + 0.45 * len(self.comparisons)),
                                  squeeze=False)
+        rows = max(sum(c["metric"] == m for c in self.comparisons) for m in metrics)
         for ax, metric in zip(axes[0], metrics):
             cs = [c for c in self.comparisons if c["metric"] == metric]
-            y = np.arange(len(cs))[::-1]
+            y = rows - 1 - np.arange(len(cs))  # from the top, one row's height in every panel
+            ax.set_ylim(-0.5, rows - 0.5)
             for yi, c in zip(y, cs):
                 ax.errorbar(c["diff"], yi, xerr=[[c["diff"] - c["ci95"][0]], [c["ci95"][1] - c["diff"]]], fmt="o",
                             capsize=4, color=plotting.color(c["method"]))
