@@ -33,7 +33,8 @@ def test_every_committed_figure_comes_with_the_record_that_lists_it():
 
 
 def test_stale_records_are_exactly_those_listed():
-    """Stale: a file the study depends on changed after the record's commit, or the record says dirty.
+    """Stale: a file the study depends on changed after the record's commit, its profile's settings moved, or the
+    record says dirty.
 
     figures/stale.json must list every stale committed record (with the reason), and nothing else, so a
     figure made by older code can neither hide nor stay listed after it is regenerated.
@@ -96,3 +97,31 @@ def test_a_notebook_whose_prose_alone_changed_leaves_its_record_current(tmp_path
     assert summary._changed_since(commit, ["n.ipynb"], tmp_path) == []
     (tmp_path / "n.ipynb").write_text(nb("# what we found: x is 1", "x = 2\n"))
     assert summary._changed_since(commit, ["n.ipynb"], tmp_path) == ["n.ipynb"]
+
+
+def test_a_record_made_at_other_settings_is_stale_even_with_the_code_unchanged():
+    """profiles.py is not a watched file: each record's stored settings are compared with its profile today."""
+    from apo_utils import profiles
+
+    cpu = json.loads(json.dumps(profiles.get("cpu").as_dict()))
+    rec = lambda study, settings: {"study": study, "profile": "cpu", "settings": settings}  # noqa: E731
+    same = {k: cpu[k] for k in ("data", "policy", "study")}
+    assert summary.settings_changed(rec("02_madpo_imdb", same)) == []
+    smaller = json.loads(json.dumps(same))
+    smaller["policy"]["train_pairs"] = 500
+    smaller["study"]["mmpo_gamma_bt"] = 4.0  # 05's setting: 02 does not read it
+    assert summary.settings_changed(rec("02_madpo_imdb", smaller)) == ["policy.train_pairs"]
+    assert summary.settings_changed(rec("05_mmpo_margins", smaller)) == ["policy.train_pairs", "study.mmpo_gamma_bt"]
+    older = json.loads(json.dumps(same))
+    del older["policy"]["top_layers"]  # an option the record predates: today's 3 is not the default (None)
+    del older["policy"]["eval_batch_size"]
+    older["policy"]["eval_batch_size"] = 32  # the default; today's cpu value is 128
+    assert summary.settings_changed(rec("03_gamma_po_noise", older)) == ["policy.eval_batch_size", "policy.top_layers"]
+    older["policy"]["gone"] = 1
+    assert "policy.gone (no longer a setting)" in summary.settings_changed(rec("03_gamma_po_noise", older))
+    ranking = json.loads(json.dumps(same))  # 04 trains for study.ranking_epochs, and its record says so
+    ranking["policy"]["epochs"] = cpu["study"]["ranking_epochs"]
+    assert summary.settings_changed(rec("04_amapo_ranking", ranking)) == []
+    assert summary.settings_changed(rec("02_madpo_imdb", ranking)) == ["policy.epochs"]
+    data = dict(cpu["data"], n_prompts=100)  # 01 stores its data settings flat
+    assert summary.settings_changed(rec("01_imdb_preferences", data)) == ["data.n_prompts"]
