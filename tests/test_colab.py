@@ -50,3 +50,14 @@ def test_the_install_cell_keeps_colabs_torch_and_brings_the_fallback():
     assert torch_req and all("==" not in r and "<" not in r for r in torch_req), torch_req
     extras = project["optional-dependencies"]
     assert set(extras["offline"]) <= set(extras[colab.EXTRA]), "the Colab extra must bring the offline Gemma"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_is_valid_nbformat_with_cell_ids(nb):
+    """nbformat 4.5 wants a unique id on every cell: Jupyter and papermill add a missing one with a warning today,
+    and nbformat says it will become an error."""
+    import nbformat
+
+    ids = [c.get("id") for c in cells(nb)]
+    assert all(ids) and len(set(ids)) == len(ids), f"{nb.name}: cells without an id or with a repeated one"
+    nbformat.validate(nbformat.reads(nb.read_text(), as_version=nbformat.NO_CONVERT))
