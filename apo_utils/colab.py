@@ -30,12 +30,13 @@ def requirement() -> str:
 # The first code cell of every notebook, verbatim (tests/test_colab.py compares it).
 INSTALL_CELL = f'''# On Colab, install the kit first (elsewhere: `pip install -e .` from the repository root).
 # Colab's CUDA torch stays: pip is held to the installed version, so nothing replaces it.
-import subprocess, sys
+import os, subprocess, sys, tempfile
 if "google.colab" in sys.modules:
     import torch
-    with open("/tmp/apo-kit-keep-torch.txt", "w") as f:
+    keep = os.path.join(tempfile.gettempdir(), "apo-kit-keep-torch.txt")
+    with open(keep, "w") as f:
         f.write(f"torch=={{torch.__version__}}\\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/apo-kit-keep-torch.txt",
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep,
                     "{requirement()}"], check=True)'''
 
 

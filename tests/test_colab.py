@@ -44,6 +44,7 @@ def test_every_notebook_installs_the_kit_with_the_one_install_cell(nb):
 def test_the_install_cell_keeps_colabs_torch_and_brings_the_fallback():
     compile(colab.INSTALL_CELL, "install cell", "exec")
     assert '"-c"' in colab.INSTALL_CELL and "torch=={torch.__version__}" in colab.INSTALL_CELL
+    assert not re.search(r'"/(tmp|root|home|content)/', colab.INSTALL_CELL), "no machine path in the notebooks' cell"
     assert colab.requirement() == f"apo-kit[colab] @ git+{colab.REPO_URL}@{colab.BRANCH}"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     torch_req = [r for r in project["dependencies"] if re.match(r"torch\b", r)]
