@@ -14,8 +14,10 @@ import argparse
 import json
 import re
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
+from . import profiles
 from .stats import verdict
 from .storage import atomic_write_bytes, repo_root
 
@@ -61,10 +63,6 @@ def settings_changed(rec: dict) -> list[str]:
     The code can be unchanged while the scale moved (pairs a policy, seeds, noise rates): such a record no longer
     shows what its notebook makes. A key the record predates counts only when today's value is not the default,
     since an option is added with the default that keeps the old behaviour."""
-    from dataclasses import asdict
-
-    from . import profiles
-
     if rec.get("profile") not in profiles.PROFILES:
         return []
     now, default = profiles.get(rec["profile"]).as_dict(), asdict(profiles.Profile("default", ""))
@@ -76,16 +74,14 @@ def settings_changed(rec: dict) -> list[str]:
     plain = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples as the record's lists)
     out = []
     for section in _SECTIONS.get(rec["study"], ()):
-        keys = set(now[section]) | set(stored.get(section) or {})
+        then = stored.get(section) or {}
+        keys = set(now[section]) | set(then)
         if section == "study":
             keys = {k for k in keys if k.startswith(_STUDY_KEYS[rec["study"]])}
         for k in sorted(keys):
             if k not in now[section]:
                 out.append(f"{section}.{k} (no longer a setting)")
-            elif k in (stored.get(section) or {}):
-                if plain(now[section][k]) != stored[section][k]:
-                    out.append(f"{section}.{k}")
-            elif plain(now[section][k]) != plain(default[section][k]):
+            elif plain(now[section][k]) != plain(then.get(k, default[section][k])):  # predated: the default
                 out.append(f"{section}.{k}")
     return out
 
