@@ -16,11 +16,8 @@ import torch
 
 from . import losses as L
 
-# Inputs that come from the batch, not from the user's hyperparameters.
-_DATA_ARGS = {
-    "pc", "pr", "rc", "rr", "margin", "chosen_lengths", "rejected_lengths", "context", "gap_mean", "gap_std",
-    "generator", "gathered_gaps", "gathered_h", "offset",
-}
+# Inputs that come from the batch, not from the user's hyperparameters: kept in one place, next to the formulas.
+_DATA_ARGS = frozenset(L.BATCH_INPUTS)
 
 
 class Objective:

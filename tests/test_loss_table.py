@@ -1,12 +1,13 @@
 """The table of loss capabilities says what each loss really does: checked against the functions themselves."""
 
 import inspect
+import re
 
 import pytest
 import torch
 
 from apo_utils import losses as L
-from apo_utils.objective import Objective
+from apo_utils.objective import _DATA_ARGS, Objective
 
 
 def _batch(n=6, seed=0):
@@ -87,3 +88,39 @@ def test_state_flag_matches_whether_the_objective_changes_between_batches(name):
 def test_unknown_name_is_refused_with_the_list():
     with pytest.raises(ValueError, match="unknown loss name 'dpoo'.*'amapo'"):
         L.capabilities("dpoo")
+
+
+@pytest.mark.parametrize("name", sorted(L.LOSS_TABLE))
+def test_every_input_of_a_loss_is_a_batch_input_or_a_documented_hyperparameter(name):
+    """A new batch input must go into BATCH_INPUTS, or `Objective` would take it for a hyperparameter."""
+    fn = L.LOSSES[name]
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind is param.VAR_KEYWORD or param.name in L.BATCH_INPUTS:
+            continue
+        assert param.kind is param.KEYWORD_ONLY, f"{name}: positional input {param.name!r} is not in BATCH_INPUTS"
+        assert param.default is not param.empty, f"{name}: hyperparameter {param.name!r} has no default"
+        assert re.search(rf"\b{param.name}\b", fn.__doc__), f"{name}: hyperparameter {param.name!r} is not in its docstring"
+
+
+def test_batch_inputs_are_read_by_some_loss_and_refused_by_objective():
+    taken = {p for c in L.LOSS_TABLE.values() for p in inspect.signature(c.fn).parameters}
+    assert set(L.BATCH_INPUTS) <= taken  # no stale names
+    assert _DATA_ARGS == set(L.BATCH_INPUTS)
+    with pytest.raises(ValueError, match="unknown hyperparameter 'margin' for loss 'madpo'"):
+        Objective("madpo", margin=torch.ones(2))
+
+
+@pytest.mark.parametrize("name", sorted(L.LOSS_TABLE))
+def test_objective_passes_the_loss_only_hyperparameters_and_batch_inputs(name):
+    pc, pr, rc, rr, lc, lr = _batch()
+    obj = Objective(name, beta=L.default_beta(name))
+    passed = {}
+    fn = obj.fn
+
+    def spy(*args, **kwargs):
+        passed.update(kwargs)
+        return fn(*args, **kwargs)
+
+    obj.fn = spy
+    obj(pc, pr, rc, rr, margin=torch.ones(6), chosen_lengths=lc, rejected_lengths=lr, gather=lambda t: (t, 0, 1))
+    assert set(passed) - set(obj.hparams) <= set(L.BATCH_INPUTS)
