@@ -11,6 +11,8 @@ import json
 import logging
 import math
 import numbers
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,25 @@ import numpy as np
 from .storage import atomic_write_bytes
 
 REQUIRED = ("prompt", "chosen", "rejected")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38: a larger margin is inf once the loss reads it
+LARGE_MARGIN = 1e3  # a median |margin| above this saturates every sigmoid a margin-reading loss puts it in
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """How messages name rows: by index ('row 4'), or for rows read from a file by the file's line ('line 7'),
+    which is what the user sees in an editor. `prefix` ('train_dataset: ', a file's path) starts each message."""
+
+    prefix: str = ""
+    lines: tuple[int, ...] | None = None
+
+    def name(self, i: int) -> str:
+        return f"line {self.lines[i]}" if self.lines else f"row {i}"
+
+    def names(self, indices: list[int], most: int = 5) -> str:
+        shown = ", ".join(str(self.lines[i] if self.lines else i) for i in indices[:most])
+        return f"{'lines' if self.lines else 'rows'} {shown}{', ...' if len(indices) > most else ''}"
 
 
 def _columns(dataset) -> list[str]:
@@ -28,7 +48,7 @@ def _columns(dataset) -> list[str]:
     return list(names or [])
 
 
-def _rows_and_columns(dataset, name: str):
+def _rows_and_columns(dataset, name: str, rows: _Rows):
     if hasattr(dataset, "column_names") and hasattr(dataset, "__getitem__"):  # datasets.Dataset
         cols = list(dataset.column_names)
         return cols, {c: dataset[c] for c in cols}
@@ -40,7 +60,8 @@ def _rows_and_columns(dataset, name: str):
         cols = list(dataset[0].keys())
         for i, r in enumerate(dataset):
             if set(r) != set(cols):
-                raise ValueError(f"{name}: row {i} has columns {sorted(r)}, row 0 has {sorted(cols)}")
+                raise ValueError(f"{rows.prefix}{rows.name(i)} has columns {sorted(r)}, {rows.name(0)} has "
+                                 f"{sorted(cols)}")
         return cols, {c: [r[c] for r in dataset] for c in cols}
     raise ValueError(f"{name}: expected a datasets.Dataset or a list of dicts, got {type(dataset).__name__}")
 
@@ -49,48 +70,120 @@ def _is_conversation(v) -> bool:
     return isinstance(v, list) and bool(v) and all(isinstance(m, dict) and "role" in m and "content" in m for m in v)
 
 
-def _check_text_column(c: str, values: list, where: str):
+def _check_utf8(c: str, i: int, value, rows: _Rows):
+    """A lone surrogate (half of an emoji, from text cut by UTF-16 units) survives Python, JSON and saving, then
+    kills training inside pyarrow with a UnicodeEncodeError that names no row: name it here."""
+    texts = [value] if isinstance(value, str) else [m["content"] for m in value if isinstance(m["content"], str)]
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{rows.prefix}column {c!r} {rows.name(i)} cannot be encoded as UTF-8: character "
+                             f"{e.start} ({text[e.start:e.end]!r}) is a lone surrogate, half of an emoji (or of "
+                             f"another character beyond U+FFFF), usually left by cutting text in the middle of one; "
+                             f"remove it or restore the whole character") from None
+
+
+def _check_text_column(c: str, values: list, rows: _Rows):
     """Every row a non-empty string, or every row a conversation (a list of {'role', 'content'} messages), as TRL
     reads a column by its first row: a None or a number anywhere, row 0 included, is named here, not inside TRL."""
     conversational = _is_conversation(values[0]) if values else False
     for i, v in enumerate(values):
         if conversational:
             if not _is_conversation(v):
-                raise ValueError(f"{where}column {c!r} row {i} is {type(v).__name__} ({v!r:.80}), expected a list of "
-                                 f"{{'role', 'content'}} messages like row 0")
+                raise ValueError(f"{rows.prefix}column {c!r} {rows.name(i)} is {type(v).__name__} ({v!r:.80}), "
+                                 f"expected a list of {{'role', 'content'}} messages like {rows.name(0)}")
         elif not isinstance(v, str):
-            raise ValueError(f"{where}column {c!r} row {i} is {type(v).__name__} ({v!r:.80}), expected a string")
+            raise ValueError(f"{rows.prefix}column {c!r} {rows.name(i)} is {type(v).__name__} ({v!r:.80}), "
+                             f"expected a string")
         elif c != "prompt" and not v.strip():
-            raise ValueError(f"{where}column {c!r} row {i} is an empty string")
+            raise ValueError(f"{rows.prefix}column {c!r} {rows.name(i)} is an empty string")
+        _check_utf8(c, i, v, rows)
 
 
-def _check_margin_column(values: list, where: str):
+def _check_margin_column(values: list, rows: _Rows):
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise ValueError(f"{where}column 'margin' row {i} is {type(v).__name__} ({v!r:.80}), expected a number")
+            raise ValueError(f"{rows.prefix}column 'margin' {rows.name(i)} is {type(v).__name__} ({v!r:.80}), "
+                             f"expected a number")
         if not math.isfinite(v):
-            raise ValueError(f"{where}column 'margin' row {i} is {v}, expected a finite number")
+            raise ValueError(f"{rows.prefix}column 'margin' {rows.name(i)} is {v}, expected a finite number")
+        if abs(v) > FLOAT32_MAX:
+            raise ValueError(f"{rows.prefix}column 'margin' {rows.name(i)} is {v:.3g}, which is inf in float32 "
+                             f"(|margin| > 3.4e38), the precision the losses compute in: rescale the margins to a "
+                             f"few units (e.g. divide them by their standard deviation)")
 
 
-def _check_pair_id_column(values: list, where: str):
+def _warn_degenerate_margins(values: list, rows: _Rows):
+    """Margins a loss reads but cannot use: they train without a word, as another loss or towards the wrong side."""
+    m = np.asarray(values, dtype=np.float64)
+    if (m < 0).all():
+        log.warning("%sall %d margins are negative: every pair says its rejected response is the better one, so "
+                    "MMPO trains towards every rejected response and MADPO treats every pair as doubtful (a weight "
+                    "of at most 1). Were the columns 'chosen' and 'rejected' (or the margin's sign) swapped?",
+                    rows.prefix, len(m))
+    median = float(np.median(np.abs(m)))
+    if median > LARGE_MARGIN:
+        log.warning("%smedian |margin| is %.3g: at that scale MADPO's weight is exactly 1 for every pair (MADPO "
+                    "trains as plain DPO) and MMPO's soft target sigma(gamma_bt * margin) is exactly 0 or 1 (hard "
+                    "labels, as DPO). Rescale the margins to a few units, e.g. divide them by their standard "
+                    "deviation", rows.prefix, median)
+    elif median == 0.0 and (m == 0).all():
+        log.warning("%severy margin is 0: MADPO's weight is then 1 for every pair (MADPO trains as plain DPO) and "
+                    "MMPO's soft target is 1/2 (no preference: it learns nothing); were the margins filled in?",
+                    rows.prefix)
+
+
+def _check_pair_id_column(values: list, rows: _Rows):
+    first: dict[int, int] = {}
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v != int(v):
-            raise ValueError(f"{where}column 'pair_id' row {i} is {type(v).__name__} ({v!r:.80}), expected a whole number")
+            raise ValueError(f"{rows.prefix}column 'pair_id' {rows.name(i)} is {type(v).__name__} ({v!r:.80}), "
+                             f"expected a whole number")
+        j = first.setdefault(int(v), i)
+        if j != i:  # a per-pair log would mix two pairs under one id
+            raise ValueError(f"{rows.prefix}column 'pair_id': {rows.name(j)} and {rows.name(i)} both have pair_id "
+                             f"{int(v)}; every pair needs its own id (e.g. its row number)")
+
+
+def _hashable(value):
+    """A text as it is, a conversation as its JSON: a key for finding repeated rows and prompts."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _warn_identical_rows(data: dict, rows: _Rows, n: int):
+    """A repeated row counts twice in training, and on both sides of a split it leaks the test set."""
+    columns = [c for c in REQUIRED if c in data]
+    first, repeats = {}, []
+    for i, key in enumerate(zip(*(map(_hashable, data[c]) for c in columns))):
+        j = first.setdefault(key, i)
+        if j != i:
+            repeats.append((i, j))
+    if repeats:
+        i, j = repeats[0]
+        log.warning("%s%d of %d rows repeat an earlier row (same %s): the first is %s, a copy of %s. A repeated "
+                    "pair counts twice in training, and a copy held out leaks the test set: drop the repeats",
+                    rows.prefix, len(repeats), n, ", ".join(columns[:-1]) + " and " + columns[-1], rows.name(i),
+                    rows.name(j))
 
 
 def validate_preferences(dataset, require_margin: bool = False, *, check_margin: bool = True,
-                         require_prompt: bool = True, where: str | None = None):
+                         require_prompt: bool = True, where: str | None = None, lines: list[int] | None = None):
     """Raise ValueError naming the column and first bad row; return the dataset unchanged if it is sound.
 
     The one check of a preference dataset, used by `load_pairs`, `save_pairs` and `ApoTrainer` (which passes
     `where`, e.g. 'train_dataset', to start every message). Columns `chosen`/`rejected` (and `prompt` unless
     require_prompt=False, as TRL can take the prompt from a shared prefix) hold non-empty strings or
-    conversations; already tokenised `chosen_ids`/`rejected_ids` are TRL's to check. `margin`, when present
-    and check_margin, holds finite numbers; `pair_id`, when present, whole numbers. Pairs with chosen == rejected carry no preference signal: they
-    are counted in a warning, not refused.
+    conversations that can be written as UTF-8; already tokenised `chosen_ids`/`rejected_ids` are TRL's to check.
+    `margin`, when present and check_margin, holds numbers finite in float32; when a loss reads them
+    (require_margin) margins it cannot use (all negative, or so large that every sigmoid saturates) are warned
+    about. `pair_id`, when present, holds distinct whole numbers. Pairs with chosen == rejected carry no
+    preference signal and repeated rows count twice: both are counted in a warning, not refused.
+    lines: the file line of each row, when the rows were read from a file, so messages name lines, not indices.
     """
     prefix, name = (f"{where}: ", where) if where else ("", "the preference dataset")
-    cols, data = _rows_and_columns(dataset, name)
+    rows = _Rows(prefix, tuple(lines) if lines else None)
+    cols, data = _rows_and_columns(dataset, name, rows)
     if {"chosen_ids", "rejected_ids"} <= set(cols):
         return dataset
     for c in REQUIRED if require_prompt else REQUIRED[1:]:
@@ -102,19 +195,22 @@ def validate_preferences(dataset, require_margin: bool = False, *, check_margin:
         raise ValueError(f"{name} is empty: at least one preference pair is needed")
     for c in REQUIRED:
         if c in cols:
-            _check_text_column(c, data[c], prefix)
-    if "margin" in cols and (check_margin or require_margin):
-        _check_margin_column(data["margin"], prefix)
+            _check_text_column(c, data[c], rows)
+    margins_read = "margin" in cols and (check_margin or require_margin)
+    if margins_read:
+        _check_margin_column(data["margin"], rows)
     elif require_margin and "margin" not in cols:
         raise ValueError(f"{prefix}missing column 'margin': this loss needs a numeric 'margin' column; the "
                          f"dataset has columns {sorted(cols)}")
     if "pair_id" in cols:
-        _check_pair_id_column(data["pair_id"], prefix)
+        _check_pair_id_column(data["pair_id"], rows)
+    if margins_read and require_margin:
+        _warn_degenerate_margins(data["margin"], rows)
     same = [i for i, (a, b) in enumerate(zip(data["chosen"], data["rejected"])) if a == b]
     if same:
-        rows = ", ".join(map(str, same[:5])) + (", ..." if len(same) > 5 else "")
-        log.warning("%s%d of %d pairs have chosen == rejected (rows %s): they carry no preference signal and "
-                    "only dilute the batch", prefix, len(same), n, rows)
+        log.warning("%s%d of %d pairs have chosen == rejected (%s): they carry no preference signal and "
+                    "only dilute the batch", prefix, len(same), n, rows.names(same))
+    _warn_identical_rows({c: data[c] for c in REQUIRED if c in cols}, rows, n)
     return dataset
 
 
@@ -249,15 +345,25 @@ def make_pairs(prompts: list[str], samples: list[list[str]], scores: list[list[f
     return rows
 
 
+def _prompt_key(row: dict, i: int):
+    if "prompt" not in row:
+        raise ValueError(f"row {i} has no 'prompt': a split by prompt needs one in every row")
+    return _hashable(row["prompt"])
+
+
 def split_pairs(rows: list[dict], test_fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Train/test split by prompt: all pairs of one prompt land on the same side, so no held-out pair shares a
     prompt (or a response) with a training pair. `test_fraction` of the prompts are held out; deterministic
-    given the seed. With one pair a prompt this is a split by row."""
+    given the seed. With one pair a prompt this is a split by row.
+
+    Pairs are grouped by the prompt text itself, not by `prompt_id`: an id is only an index into one call of
+    `make_pairs`, and rows that carry one prompt under several ids (separate calls, a repeated prompt, data
+    numbered by row) would otherwise put that prompt on both sides."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     groups: dict = {}
     for i, r in enumerate(rows):
-        groups.setdefault(r.get("prompt_id", r["prompt"]), []).append(i)
+        groups.setdefault(_prompt_key(r, i), []).append(i)
     keys = list(groups)
     if len(keys) < 2:
         raise ValueError(f"cannot split {len(keys)} prompt(s) into a train and a test part: at least 2 are needed")
@@ -275,28 +381,89 @@ def save_pairs(rows: list[dict], path) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
+_KIT_PAIRS = re.compile(rf"pairs_({'|'.join(QUALITIES)})_(train|test)\.jsonl")
+
+
+def _written_by_the_kit(path: Path) -> bool:
+    """Whether `path` is where notebook 01 saves pairs (`pairs_path`): only then is re-running it the remedy."""
+    return bool(_KIT_PAIRS.fullmatch(path.name)) and path.parent.parent.name == "01_imdb_preferences"
+
+
+def _rerun_advice(path: Path) -> str:
+    return (f"the file is damaged: delete it and re-run the notebook that wrote it (python -m apo_utils.reproduce "
+            f"--only 01 --profile {path.parent.name})")
+
+
+def _line_fault(line: str, n: int, error: json.JSONDecodeError) -> str:
+    """What is wrong with one line of a JSON Lines file the user wrote, and how to fix it."""
+    stripped = line.strip()
+    if stripped.startswith("[") or stripped == "]":
+        return ("the file looks like a JSON array ('[' ... ']'): JSON Lines needs one JSON object per line, with "
+                "no brackets around them and no commas between them; write each pair as {...} on its own line")
+    if stripped.endswith(",") and _parses(stripped[:-1]):
+        return ("the object ends with a trailing comma: in JSON Lines nothing but a line break separates two "
+                "objects; drop it")
+    without = re.sub(r",\s*([}\]])", r"\1", stripped)
+    if without != stripped and _parses(without):
+        return "a trailing comma before a closing '}' or ']', which JSON does not allow; drop it"
+    return (f"not a JSON object ({error.msg} at column {error.colno}): each line of a JSON Lines file must be one "
+            f"whole JSON object {{...}}; fix or remove line {n}")
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _read_jsonl_text(path: Path, kit: bool) -> str:
+    """The file as text: UTF-8 without a byte-order mark, or an error naming the line and the fix."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        fix = _rerun_advice(path) if kit else "save the file as UTF-8"
+        raise ValueError(f"{path}, line {line}: byte 0x{data[e.start]:02x} is not UTF-8 text; {fix}") from None
+    if text.startswith("\ufeff"):
+        fix = _rerun_advice(path) if kit else ("remove the BOM: save the file as UTF-8 without one (in Python, read "
+                                                "it with encoding='utf-8-sig' and write it back with 'utf-8')")
+        raise ValueError(f"{path}, line 1: the file starts with a byte-order mark (BOM), which JSON Lines does not "
+                         f"allow; {fix}")
+    return text
+
+
 def load_pairs(path, require_margin: bool = False) -> list[dict]:
+    """Pairs from a JSON Lines file (one object a line; blank lines skipped), validated; errors name file lines.
+
+    A damaged file that notebook 01 wrote (`pairs_path`) is to be deleted and re-made by re-running it; any other
+    file is the user's, so the error says what is wrong with it and how to fix it instead."""
     path = Path(path)
+    kit = _written_by_the_kit(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebooks/01_imdb_preferences.ipynb with the same "
-                                f"profile first (python -m apo_utils.reproduce --only 01 --profile ...)")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
+        raise FileNotFoundError(
+            f"{path} does not exist: run notebooks/01_imdb_preferences.ipynb with the same profile first "
+            f"(python -m apo_utils.reproduce --only 01 --profile {path.parent.name})" if kit else
+            f"{path} does not exist: check the path (relative paths start at {Path.cwd()})")
+    rows, lines = [], []
+    for n, line in enumerate(_read_jsonl_text(path, kit).split("\n"), start=1):  # "\n" only: a JSON string may
+        if not line.strip():  # hold U+2028 or a form feed, which str.splitlines() would take for line breaks
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {n}: not a JSON object ({e.msg}); the file is damaged - delete it and "
-                             f"re-run the notebook that wrote it") from None
+            what = f"not a JSON object ({e.msg}); {_rerun_advice(path)}" if kit else _line_fault(line, n, e)
+            raise ValueError(f"{path}, line {n}: {what}") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}, line {n}: a JSON {type(row).__name__}, not an object with one pair's columns")
+            fix = (_rerun_advice(path) if kit else "each line must be one JSON object {...} with one pair's columns "
+                   "(a JSON array of pairs becomes one object per line, without the brackets)")
+            raise ValueError(f"{path}, line {n}: a JSON {type(row).__name__}, not an object with one pair's columns; "
+                             f"{fix}")
         rows.append(row)
-    try:
-        validate_preferences(rows, require_margin=require_margin)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-    return rows
+        lines.append(n)
+    return validate_preferences(rows, require_margin=require_margin, where=str(path), lines=lines)
 
 
 def pairs_path(output_dir, profile: str, quality: str, split: str) -> Path:

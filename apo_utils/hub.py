@@ -14,6 +14,7 @@ huggingface_hub uses (requests, httpx, httpx2) depends on its version, and Colab
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from . import env
@@ -128,14 +129,57 @@ def revision_of(folder: Path) -> str | None:
     return folder.name if folder.parent.name == "snapshots" else None
 
 
+def is_repo_id(name: str) -> bool:
+    """Whether `name` has the form of a hub repository id: 'name' or 'owner/name', letters, digits, '-', '_', '.'."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def looks_like_a_path(name: str) -> bool:
+    """Whether `name` can only mean a local path, never a hub repository.
+
+    './x', '../x', '~/x', absolute paths, and names a hub id cannot have (a backslash, two '/'...) are paths. An
+    'owner/name' is a hub id unless its 'owner' is a folder here: 'models/gemma' beside a folder `models` is a
+    path to a model not there (yet), not the hub user 'models'."""
+    separated = "/" in name or os.sep in name
+    if name.startswith((".", "~")) or os.path.isabs(name):
+        return True
+    if not is_repo_id(name):
+        return separated
+    return separated and Path(name.split("/")[0]).is_dir()
+
+
+def refuse_missing_path(name: str):
+    """FileNotFoundError for a `name` that can only be a local path but is no folder here.
+
+    Without it a mistyped path was taken for a hub name and, offline or on a failed fetch, replaced by the
+    stand-in model: a run on the wrong weights, with only a log line to say so."""
+    if not looks_like_a_path(name) or Path(name).expanduser().is_dir():
+        return
+    where = Path(name).expanduser().absolute()
+    if where.exists():
+        raise NotADirectoryError(f"{name} is a file ({where}); a model is loaded from the folder that holds its "
+                                 f"config.json, weights and tokenizer: give that folder")
+    raise FileNotFoundError(f"{name} does not exist (looked for {where}): check the path. A local model is a "
+                            f"folder with its config.json, weights and tokenizer; a hub repository is named "
+                            f"'owner/name', e.g. google/gemma-3-270m")
+
+
 def fetch(repo_id: str, repo_type: str = "model", allow_patterns: list[str] | None = None) -> Path:
     """Local folder with the repository's files (downloaded once into the hub cache); HubUnavailable if not.
 
     When the hub does not answer a quick check (`env.hub_reachable`), only the local hub cache is looked at,
-    so an offline machine fails in milliseconds instead of waiting for time-outs.
+    so an offline machine fails in milliseconds instead of waiting for time-outs. A `repo_id` that can only be a
+    local path ('./my-model', `looks_like_a_path`) raises FileNotFoundError instead: it is no hub failure.
     """
     import huggingface_hub
 
+    refuse_missing_path(repo_id)  # a path is not fetched: its absence must not read as a hub failure
     patterns = MODEL_FILES if allow_patterns is None and repo_type == "model" else allow_patterns
     online = env.hub_reachable()
     try:

@@ -100,14 +100,17 @@ def _locate(name: str) -> tuple[str, str | None, dict]:
 
     A hub name whose fetch fails (gated, not found, time-out, rate limit, no network) becomes the offline
     Gemma, and the provenance says what was asked for, what failed and why (`hub.HubUnavailable.record`).
+    A name that can only be a local path ('./my-model', '/data/x', '~/x', 'models/gemma' beside a folder
+    `models`) and is no folder raises FileNotFoundError (`hub.refuse_missing_path`): it is never replaced.
     """
     if name == TINY:
         return "tiny", None, {"model": "tiny random-init Gemma-3-shaped model", "source": "built locally",
                               "path": None, "requested": name}
     if name == OFFLINE_GEMMA:
         return "offline", None, _offline_provenance(name)
-    if Path(name).is_dir():
-        return "local", name, _local_provenance(name)
+    if Path(name).expanduser().is_dir():
+        return "local", str(Path(name).expanduser()), _local_provenance(name)
+    hub.refuse_missing_path(name)  # './my-model' missing is a mistake to name, not a hub name to replace
     if not _is_hub_name(name):
         raise ValueError(f"unknown model {name!r}; use {TINY!r}, {OFFLINE_GEMMA!r}, a local folder or a hub name "
                          f"such as {', '.join(HUB_MODELS)}")
@@ -134,7 +137,7 @@ def _offline_provenance(requested: str) -> dict:
 
 
 def _local_provenance(name: str) -> dict:
-    info = Path(name) / "apo_vocab.json"
+    info = Path(name).expanduser() / "apo_vocab.json"
     prov = {"model": "local model", "source": f"local folder {Path(name).name}", "path": name, "requested": name}
     if info.exists():  # a trimmed copy (apo_utils.vocab): say what it was trimmed from
         v = json.loads(info.read_text())

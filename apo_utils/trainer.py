@@ -116,6 +116,86 @@ def _choose_beta(loss_name: str, loss_kwargs: dict, args) -> dict:
     return dict(loss_kwargs, beta=own)
 
 
+# TRL's loss_type names whose loss the kit implements: DPOConfig -> (the kit's name, the kwargs that make it TRL's).
+TRL_LOSS_TYPES = {
+    "sigmoid": lambda args: ("dpo", {}),
+    "ipo": lambda args: ("ipo", {"length_norm": True}),  # TRL divides each log-ratio by its response length
+    "robust": lambda args: ("robust", {"label_smoothing": getattr(args, "label_smoothing", 0.0)}),
+}
+
+
+def _loss_types(args) -> list[str]:
+    """DPOConfig.loss_type as the list TRL 1.16 keeps (a string set after construction counts as one type)."""
+    types = getattr(args, "loss_type", None) or ["sigmoid"]
+    return [types] if isinstance(types, str) else list(types)
+
+
+def loss_from_config(args, loss_kwargs: dict) -> tuple[str, dict]:
+    """(loss name, loss_kwargs) for DPOConfig.loss_type, for an ApoTrainer given no loss_name.
+
+    TRL's 'sigmoid' is DPO, its 'ipo' the length-normalised IPO and its 'robust' robust DPO with DPOConfig's
+    label_smoothing; a kit name ('madpo', ...) is taken as it is. Anything else raises: training another loss
+    than the one asked for, silently, is the fault this guards against."""
+    types = _loss_types(args)
+    if len(types) != 1:
+        raise ValueError(f"DPOConfig.loss_type={types!r} combines several losses, and the kit trains one loss at a "
+                         f"time: pass loss_name (one of {sorted(L.LOSSES)}), or loss_name=None to train TRL's own "
+                         f"combination")
+    (name,) = types
+    if name in TRL_LOSS_TYPES:
+        kit_name, extra = TRL_LOSS_TYPES[name](args)
+        log.info("DPOConfig.loss_type=%r: training the kit's %r", name, kit_name)
+        return kit_name, {**extra, **loss_kwargs}
+    if name in L.LOSSES:
+        return name, loss_kwargs
+    raise ValueError(f"DPOConfig.loss_type={types!r} names a loss this kit does not implement. Without loss_name, "
+                     f"ApoTrainer trains DPOConfig.loss_type when it is one of TRL's {sorted(TRL_LOSS_TYPES)} or "
+                     f"one of the kit's losses {sorted(L.LOSSES)}: pass loss_name=<one of those> to train the kit's "
+                     f"loss, or loss_name=None to train TRL's own {name!r}")
+
+
+def check_config_fits_the_loss(args, loss_name: str, derived: bool):
+    """DPOConfig options that change TRL's loss but that the kit's losses do not read: refused, not ignored."""
+    if args is None:
+        return
+    defaults = {"f_divergence_type": "reverse_kl", "use_weighting": False}
+    unused = [f"{k}={getattr(args, k)!r}" for k, default in defaults.items() if getattr(args, k, default) != default]
+    if unused:
+        raise ValueError(f"DPOConfig sets {', '.join(unused)}, which the kit's loss {loss_name!r} does not "
+                         f"implement; leave it at its default, or pass loss_name=None to train TRL's own loss")
+    types = _loss_types(args)
+    if not derived and types != ["sigmoid"]:
+        log.warning("loss_name=%r is trained; DPOConfig.loss_type=%r is not used", loss_name, types)
+
+
+def check_finite_logps(accelerator, pair_id: torch.Tensor | None, **logps):
+    """Raise FloatingPointError naming the pairs whose policy or reference log-probs are NaN or inf.
+
+    logps: whose -> (chosen, rejected) per-pair tensors, e.g. policy=(pc, pr). Such a pair's loss would be NaN,
+    and the whole step with it, silently. With several processes every one learns of it (one gather), so that
+    none waits forever at the next collective for a process that stopped."""
+    faults = []
+    for whose, (chosen, rejected) in logps.items():
+        bad = (~torch.isfinite(chosen.detach()) | ~torch.isfinite(rejected.detach())).nonzero().flatten().tolist()
+        if bad:
+            faults.append((whose, bad))
+    anywhere = len(faults)
+    if accelerator is not None and accelerator.num_processes > 1:
+        anywhere = int(accelerator.gather(torch.tensor([len(faults)], device=accelerator.device)).sum())
+    if not anywhere:
+        return
+    if not faults:
+        raise FloatingPointError("another process's batch has NaN or inf log-probs; its error names the pairs")
+    whose, bad = faults[0]
+    positions = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+    ids = "" if pair_id is None else f" (pair_id {', '.join(map(str, pair_id[bad[:10]].tolist()))})"
+    raise FloatingPointError(
+        f"the {whose} log-probs are NaN or inf for pairs {positions} of this batch{ids}, which would make their loss "
+        f"NaN. The usual causes: fp16 overflow (train in bf16 or float32: apo_utils.env.mixed_precision says which "
+        f"the GPU computes natively), or an empty response (a chosen or rejected with no tokens, e.g. cut away by "
+        f"max_length)")
+
+
 def gather_rows(accelerator, stat: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     """Every process's rows of `stat` in process order, where this process's rows start, and how many processes.
 
@@ -159,7 +239,9 @@ def pair_rows(out: L.LossOutput, pair_id: torch.Tensor, step: int) -> list[dict]
 class ApoTrainer(DPOTrainer):
     """`ApoTrainer(model, args=DPOConfig(...), loss_name="madpo", loss_kwargs={"beta": 0.1}, ...)`.
 
-    `loss_name` is any key of `apo_utils.losses.LOSS_TABLE`, or None to keep TRL's own `args.loss_type`.
+    `loss_name` is any key of `apo_utils.losses.LOSS_TABLE`; None keeps TRL's own `args.loss_type`; "auto" (the
+    default, i.e. not given) trains `args.loss_type` with the kit's loss of that name ('sigmoid' is DPO, 'ipo'
+    and 'robust' as TRL defines them) and refuses one the kit does not implement (`loss_from_config`).
     beta: `loss_kwargs['beta']`, else `args.beta` for losses with a reference, else the loss's own default
     (SimPO, gamma-SimPO, AMaPO: 2.0), logged either way. Datasets are checked before TRL sees them, and what
     `max_length` drops or cuts is logged. Metrics: see `log_loss_metrics`.
@@ -172,12 +254,15 @@ class ApoTrainer(DPOTrainer):
     # Needs a `pair_id` column. This is how notebook 03 sees the margins gamma-PO gives flipped pairs.
     pair_log: list | None = None
 
-    def __init__(self, *args, loss_name: str | None = "dpo", loss_kwargs: dict | None = None, **kwargs):
+    def __init__(self, *args, loss_name: str | None = "auto", loss_kwargs: dict | None = None, **kwargs):
         given = inspect.signature(DPOTrainer.__init__).bind_partial(None, *args, **kwargs).arguments
         self.objective = None  # the loss, its hyperparameters and state; None: TRL's own loss
         if loss_name is not None:
-            hparams = _choose_beta(L.check_loss_name(loss_name), dict(loss_kwargs or {}), given.get("args"))
-            self.objective = Objective(loss_name, **hparams)
+            config, loss_kwargs, derived = given.get("args"), dict(loss_kwargs or {}), loss_name == "auto"
+            if derived:
+                loss_name, loss_kwargs = loss_from_config(config, loss_kwargs)
+            check_config_fits_the_loss(config, L.check_loss_name(loss_name), derived)
+            self.objective = Objective(loss_name, **_choose_beta(loss_name, loss_kwargs, config))
         needs_margin = self.objective is not None and self.objective.needs_margin
         sizes = {}
         for split, ds in _splits(given):  # before TRL loads or tokenises anything
@@ -250,6 +335,8 @@ class ApoTrainer(DPOTrainer):
             rc, rr = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         elif self.objective.needs_reference:
             rc, rr = self.compute_ref_log_probs(self.ref_model if self.ref_model is not None else self.model, inputs)
+        reference = {} if rc is None else {"reference": (rc, rr)}
+        check_finite_logps(self.accelerator, pair_id, policy=(pc, pr), **reference)
         several = self.gather_batch_statistics and self.accelerator.num_processes > 1
         out = self.objective(pc, pr, rc, rr, margin=margin, chosen_lengths=lc, rejected_lengths=lr,
                              gather=partial(gather_rows, self.accelerator) if several else None,

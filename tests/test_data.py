@@ -1,5 +1,7 @@
 """Preference-dataset validation and label-flip noise."""
 
+import json
+
 import numpy as np
 import pytest
 from datasets import Dataset
@@ -155,3 +157,127 @@ def test_low_tier_from_the_extremes_and_high_tier_from_the_first_samples():
             make_pairs(prompts, samples, scores, "low", every_pair=True, extremes=bad)
     with pytest.raises(ValueError, match="high_samples must be a whole number >= 2"):
         make_pairs(prompts, samples, scores, "high", every_pair=True, high_samples=1)
+
+
+# ----------------------------------------------------------------- round 3: margins, duplicates, text, files
+
+
+def test_a_margin_that_overflows_float32_is_named():
+    """1e39 is finite in Python but inf in the float32 the loss computes in: it used to fail at the first batch."""
+    bad = rows(10)
+    bad[5]["margin"] = 1e39
+    with pytest.raises(ValueError, match=r"column 'margin' row 5 is 1e\+39.*float32"):
+        validate_preferences(bad)
+    with pytest.raises(ValueError, match=r"train_dataset: column 'margin' row 5 is -1e\+39.*float32"):
+        validate_preferences([dict(r, margin=-r["margin"]) for r in bad], require_margin=True, where="train_dataset")
+    edge = rows(10)
+    edge[5]["margin"] = 3.0e38  # the largest float32 is 3.4e38: still a number there
+    validate_preferences(edge)
+
+
+def test_degenerate_margins_are_warned_about_when_a_loss_reads_them(caplog):
+    negative = [dict(r, margin=-1.0 - r["margin"]) for r in rows(10)]
+    with caplog.at_level("WARNING", logger="apo_utils"):
+        validate_preferences(negative, require_margin=True, where="train_dataset")
+    assert "train_dataset: all 10 margins are negative" in caplog.text and "swapped" in caplog.text
+    caplog.clear()
+    huge = [dict(r, margin=(r["margin"] + 1.0) * 1e6) for r in rows(10)]
+    with caplog.at_level("WARNING", logger="apo_utils"):
+        assert validate_preferences(huge, require_margin=True) is huge  # a warning, not an error
+    assert "median |margin| is 5.5e+06" in caplog.text
+    assert "MADPO's weight is exactly 1" in caplog.text and "MMPO's soft target" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="apo_utils"):
+        validate_preferences(negative)  # margins not read by a loss (require_margin=False): nothing to say
+        validate_preferences(huge)
+        validate_preferences(rows(10), require_margin=True)  # sound margins
+    assert caplog.text == ""
+
+
+def test_a_repeated_pair_id_names_both_rows():
+    r = [dict(x, pair_id=i) for i, x in enumerate(rows(10))]
+    r[7]["pair_id"] = 2
+    with pytest.raises(ValueError, match=r"column 'pair_id': row 2 and row 7 both have pair_id 2"):
+        validate_preferences(r)
+    with pytest.raises(ValueError, match=r"column 'pair_id': row 2 and row 7 both have pair_id 2"):
+        validate_preferences(Dataset.from_list(r))
+
+
+def test_identical_rows_are_counted_with_the_first_two_rows(caplog):
+    r = rows(10)
+    r[7] = dict(r[2])
+    r[9] = dict(r[2])
+    with caplog.at_level("WARNING", logger="apo_utils"):
+        validate_preferences(r)
+    expected = ("2 of 10 rows repeat an earlier row (same prompt, chosen and rejected): the first is row 7, "
+                "a copy of row 2")
+    assert expected in caplog.text
+
+
+def test_split_keeps_a_prompt_whole_when_each_row_has_its_own_prompt_id():
+    from apo_utils.data import split_pairs
+
+    r = [dict(x, prompt=f"p{i % 5}", prompt_id=i) for i, x in enumerate(rows(20))]  # 5 prompts, 20 ids
+    for seed in range(5):
+        train, test = split_pairs(r, 0.4, seed=seed)
+        assert {x["prompt"] for x in train}.isdisjoint({x["prompt"] for x in test})
+        assert len(train) + len(test) == 20 and len({x["prompt"] for x in test}) == 2
+
+
+@pytest.mark.parametrize("column", ["prompt", "chosen", "rejected"])
+def test_half_an_emoji_is_named(column):
+    """A lone surrogate passed validation, saving and loading, then killed training inside pyarrow."""
+    bad = rows(5)
+    bad[3][column] = "great \ud83d film"
+    with pytest.raises(ValueError, match=rf"train_dataset: column '{column}' row 3 cannot be encoded as UTF-8.*lone"):
+        validate_preferences(bad, where="train_dataset")
+    conv = [{"prompt": [{"role": "user", "content": "Film?"}], "chosen": [{"role": "assistant", "content": "ok"}],
+             "rejected": [{"role": "assistant", "content": "bad"}]} for _ in range(3)]
+    conv[1]["chosen"] = [{"role": "assistant", "content": "\udc00"}]
+    with pytest.raises(ValueError, match=r"column 'chosen' row 1 cannot be encoded as UTF-8"):
+        validate_preferences(conv)
+
+
+def test_a_surrogate_in_a_pairs_file_is_named_by_its_line(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    lines = [json.dumps(r) for r in rows(3)]
+    lines[2] = lines[2].replace('"good 2"', '"good \\ud83d"')  # JSON escapes decode to a lone surrogate
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"mine.jsonl: column 'chosen' line 3 cannot be encoded as UTF-8"):
+        load_pairs(path)
+
+
+def test_errors_in_a_file_with_blank_lines_name_the_file_line(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    body = [json.dumps(r) for r in rows(5)]
+    body[4] = json.dumps(dict(rows(5)[4], margin=float("nan")))
+    path.write_text("\n".join([body[0], "", body[1], body[2], "", body[3], body[4]]) + "\n")
+    with pytest.raises(ValueError, match=r"mine.jsonl: column 'margin' line 7 is nan"):
+        load_pairs(path)
+
+
+@pytest.mark.parametrize("text,words", [
+    ("\ufeff" + json.dumps(rows(1)[0]) + "\n", r"line 1: the file starts with a byte-order mark \(BOM\).*without"),
+    ("[\n" + json.dumps(rows(1)[0]) + "\n]\n", r"line 1: .*JSON array.*one JSON object per line"),
+    (json.dumps(rows(1)[0]) + ",\n" + json.dumps(rows(2)[1]) + "\n", r"line 1: .*trailing comma.*drop it"),
+    ('{"prompt": "p", "chosen": "c", "rejected": "r",}\n', r"line 1: .*trailing comma.*drop it"),
+])
+def test_a_fault_in_the_users_own_file_is_explained_without_re_run_advice(tmp_path, text, words):
+    path = tmp_path / "mine.jsonl"
+    path.write_bytes(text.encode("utf-8"))
+    with pytest.raises(ValueError, match=words) as caught:
+        load_pairs(path)
+    assert "re-run the notebook" not in str(caught.value)
+
+
+def test_a_damaged_file_the_kit_wrote_says_to_re_run_its_notebook(tmp_path):
+    from apo_utils.data import pairs_path
+
+    path = save_pairs(rows(3), pairs_path(tmp_path, "smoke", "high", "train"))
+    path.write_text(path.read_text() + '{"prompt": "p9", "chosen": \n')
+    with pytest.raises(ValueError, match=r"line 4: not a JSON object.*re-run the notebook that wrote it.*--only 01 "
+                                         r"--profile smoke"):
+        load_pairs(path)
+    with pytest.raises(FileNotFoundError, match="check the path") as caught:
+        load_pairs(tmp_path / "mine.jsonl")
+    assert "01_imdb_preferences" not in str(caught.value)

