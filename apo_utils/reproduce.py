@@ -3,7 +3,8 @@
 Each notebook is executed with the same `profile`, `seed` and `output_dir` parameters; the executed
 copy lands in `<output-dir>/executed/`. The run stops at the first notebook that fails and says which
 one, which cell and why. It resumes: a notebook that already finished with the same profile, seed and
-notebook content is skipped (`--force` re-runs it), and inside a notebook the expensive steps are cached.
+notebook content is skipped, and inside a notebook the expensive steps are cached. `--force` re-runs every notebook
+and recomputes every cached step made before it started (`storage.RECOMPUTE_SINCE`).
 The summary notebook (`06_summary`) always runs last, so the table reflects every record.
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import profiles
-from .storage import atomic_write_json, read_json_or_none, repo_root
+from .storage import RECOMPUTE_SINCE, atomic_write_json, read_json_or_none, repo_root
 
 ALWAYS = ("06_summary",)  # cheap, and must see the records the other notebooks just wrote
 
@@ -27,25 +29,59 @@ def notebooks(folder: Path | None = None) -> list[Path]:
     return sorted(Path(folder or repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
+def _matches(value: str, nb: Path) -> bool:
+    """`value` names `nb`: its two-digit number ('01') or the start of its name ('01_imdb'); as `select` refuses
+    single digits, a value names at most one notebook."""
+    return nb.stem.startswith(value)
+
+
+def select(only: list[str] | None, available: list[Path]) -> list[Path]:
+    """The notebooks `--only` names, in order, then the summary (ALWAYS), which must see their records.
+
+    None selects every notebook. An empty list, an empty or single-digit value ('0' starts every name) and a value
+    that names no notebook are errors that list the notebooks: each would otherwise run all of them, hours on
+    `cpu`, or quietly skip one."""
+    if only is None:
+        return list(available)
+    have = ", ".join(nb.stem for nb in available)
+    if not only:
+        raise SystemExit(f"--only needs at least one notebook, e.g. --only 00; have: {have}")
+    for value in only:
+        if len(value) < 2 or not value.strip():
+            raise SystemExit(f"--only {value!r} is ambiguous: give a notebook's two-digit number (e.g. 00) or the "
+                             f"start of its name; have: {have}")
+        if not any(_matches(value, nb) for nb in available):
+            raise SystemExit(f"no notebook matches --only {value}; have: {have}")
+    chosen = [nb for nb in available if any(_matches(v, nb) for v in only) and nb.stem not in ALWAYS]
+    return chosen + [nb for nb in available if nb.stem in ALWAYS]
+
+
 def _finished_key(nb: Path, profile: str, seed: int) -> dict:
     return {"notebook_sha256": hashlib.sha256(nb.read_bytes()).hexdigest(), "profile": profile, "seed": seed}
 
 
 def run(profile: str = "auto", seed: int = 0, output_dir: str | Path = "outputs", only: list[str] | None = None,
         kernel: str = "python3", log=print, notebooks_dir: Path | None = None, force: bool = False) -> list[Path]:
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
     profile = profiles.resolve(profile)
     root = repo_root()
     out = Path(output_dir)
     out = out if out.is_absolute() else root / out
-    todo = notebooks(notebooks_dir)
-    if only:
-        todo = [nb for nb in todo if any(nb.stem.startswith(o) for o in only)]
-        if not todo:
-            raise SystemExit(f"no notebook matches --only {' '.join(only)}; have: "
-                             f"{', '.join(nb.stem for nb in notebooks(notebooks_dir))}")
+    todo = select(only, notebooks(notebooks_dir))
+    before = os.environ.get(RECOMPUTE_SINCE)
+    if force:  # the kernels inherit it: a cache entry written before this run started is not trusted
+        os.environ[RECOMPUTE_SINCE] = str(time.time())
+    try:
+        return _run_each(todo, profile, seed, out, root, kernel, log, force)
+    finally:
+        os.environ.pop(RECOMPUTE_SINCE, None)
+        if before is not None:
+            os.environ[RECOMPUTE_SINCE] = before
+
+
+def _run_each(todo: list[Path], profile: str, seed: int, out: Path, root: Path, kernel: str, log, force: bool):
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
     done = []
     for i, nb in enumerate(todo, 1):
         target = out / "executed" / profile / nb.name
@@ -84,9 +120,10 @@ def main(argv=None):
     p.add_argument("--profile", default="auto", help="smoke, cpu, gpu or auto (default: auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="outputs", help="where executed notebooks and caches go")
-    p.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these (e.g. 00 01)")
+    p.add_argument("--only", nargs="*", help="run only these notebooks, by two-digit number or the start of the name "
+                   "(e.g. 00 01); the summary, 06, still runs last")
     p.add_argument("--kernel", default="python3")
-    p.add_argument("--force", action="store_true", help="re-run notebooks that already finished")
+    p.add_argument("--force", action="store_true", help="re-run every notebook and recompute every cached step")
     a = p.parse_args(argv)
     try:
         profile = profiles.resolve(a.profile)

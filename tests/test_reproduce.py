@@ -89,3 +89,62 @@ def test_a_finished_notebook_is_skipped_unless_forced_or_changed(tmp_path):
     _nb(nbs / "00_ok.ipynb", f"open({str(marker)!r}, 'a').write('00 edited\\n')")  # the notebook changed
     reproduce.run("smoke", seed=1, output_dir=out, notebooks_dir=nbs, log=lambda *a: None)
     assert marker.read_text().endswith("00 edited\n06\n")
+
+
+def _fake_notebooks(tmp_path, marker):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    for stem in ("00_zoo", "01_prefs", "06_summary"):
+        _nb(nbs / f"{stem}.ipynb", f"open({str(marker)!r}, 'a').write({stem[:2]!r} + '\\n')")
+    return nbs
+
+
+@pytest.mark.parametrize("only,words", [
+    ([], "--only needs at least one notebook"),
+    ([""], "--only '' is ambiguous"),
+    (["0"], "--only '0' is ambiguous"),
+    (["00", "99"], "no notebook matches --only 99"),
+])
+def test_an_empty_ambiguous_or_unknown_only_is_an_error_that_lists_the_notebooks(tmp_path, only, words):
+    """`--only` with no value, '' or '0' used to select every notebook: hours on `cpu`."""
+    marker = tmp_path / "ran.txt"
+    nbs = _fake_notebooks(tmp_path, marker)
+    with pytest.raises(SystemExit, match=rf"{words}.*have: 00_zoo, 01_prefs, 06_summary"):
+        reproduce.run("smoke", output_dir=tmp_path / "out", notebooks_dir=nbs, only=only, log=lambda *a: None)
+    assert not marker.exists()  # nothing ran
+
+
+def test_only_from_the_command_line_with_no_value_is_an_error():
+    with pytest.raises(SystemExit, match="--only needs at least one notebook.*00_margin_zoo"):
+        reproduce.main(["--profile", "smoke", "--only"])
+
+
+def test_only_selects_by_number_or_name_and_the_summary_still_runs_last(tmp_path):
+    marker = tmp_path / "ran.txt"
+    nbs = _fake_notebooks(tmp_path, marker)
+    have = reproduce.notebooks(nbs)
+    stems = lambda only: [nb.stem for nb in reproduce.select(only, have)]  # noqa: E731
+    assert stems(["00"]) == ["00_zoo", "06_summary"]
+    assert stems(["01_pr", "00"]) == ["00_zoo", "01_prefs", "06_summary"]
+    assert stems(["06"]) == ["06_summary"] and stems(["06", "01"]) == ["01_prefs", "06_summary"]
+    assert stems(None) == ["00_zoo", "01_prefs", "06_summary"]
+    done = reproduce.run("smoke", output_dir=tmp_path / "out", notebooks_dir=nbs, only=["00"], log=lambda *a: None)
+    assert [p.stem for p in done] == ["00_zoo", "06_summary"] and marker.read_text() == "00\n06\n"
+
+
+def test_force_tells_every_notebook_to_recompute_what_was_cached_before_it(tmp_path):
+    """--force used to re-execute the notebooks while their cached steps were reused; now each kernel is told when
+    the forced run started (storage.RECOMPUTE_SINCE), and the variable is gone again afterwards."""
+    import os
+
+    from apo_utils.storage import RECOMPUTE_SINCE
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    seen = tmp_path / "seen.txt"
+    _nb(nbs / "00_ok.ipynb", f"import os\nopen({str(seen)!r}, 'a').write(os.environ.get({RECOMPUTE_SINCE!r}, '-') + '\\n')")
+    reproduce.run("smoke", output_dir=tmp_path / "out", notebooks_dir=nbs, log=lambda *a: None)
+    reproduce.run("smoke", output_dir=tmp_path / "out", notebooks_dir=nbs, log=lambda *a: None, force=True)
+    first, forced = seen.read_text().split()
+    assert first == "-" and float(forced) > 0
+    assert RECOMPUTE_SINCE not in os.environ
