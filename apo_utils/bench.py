@@ -31,6 +31,7 @@ from .models import load_causal_lm
 from .prompts import offline_prompts
 from .tiny import REVIEW_WORDS
 from .frozen_layers import FrozenLowerLayers, training_sequences
+from .lora_run import RunSettings, lora_config
 from .records import device_description, git_commit, package_versions
 from .storage import atomic_write_json, repo_root
 from .trainer import ApoTrainer
@@ -49,20 +50,16 @@ def synthetic_pairs(n: int, words: int, seed: int = 0) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def _trainer(name, model_name, ds, batch_size, seed, lora_r, precompute=True, top_layers=None):
-    from peft import LoraConfig
-
+def _trainer(name, model_name, ds, batch_size, seed, lora_r, precompute=True, top_layers=None, checkpointing=False):
     model, tok, _ = load_causal_lm(model_name, seed=seed, log=lambda *_: None)
     n_layers = model.config.num_hidden_layers
-    only_top = {} if top_layers is None else {"layers_to_transform": list(range(n_layers - top_layers, n_layers)),
-                                              "layers_pattern": "layers"}
+    settings = RunSettings(batch_size=batch_size, lora_r=lora_r, max_length=256, seed=seed, top_layers=top_layers)
     cuda = torch.cuda.is_available()
     args = DPOConfig(output_dir="/tmp/apo-bench", per_device_train_batch_size=batch_size, report_to="none",
+                     activation_checkpointing=checkpointing,  # off as the studies train; one levers row turns it on
                      **mixed_precision(model), use_cpu=not cuda, seed=seed, data_seed=seed, precompute_ref_log_probs=precompute,
                      disable_tqdm=True, save_strategy="no", max_length=256, dataloader_num_workers=0, beta=0.1)
-    peft = (LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r,
-                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], **only_top)
-            if lora_r else None)
+    peft = lora_config("CAUSAL_LM", settings, n_layers)  # the studies' LoRA (lora_run.py); None: full fine-tuning
     ref = None if lora_r else load_causal_lm(model_name, seed=seed, log=lambda *_: None)[0]
     with contextlib.redirect_stderr(io.StringIO()):
         if name == "trl_sigmoid":
@@ -76,7 +73,7 @@ def _trainer(name, model_name, ds, batch_size, seed, lora_r, precompute=True, to
     if top_layers is not None:
         # The frozen lower layers run once per text, before training (timed apart: their cost is shared by
         # every method, seed and epoch), and the reference pass below already starts from the kept states.
-        tr.frozen_lower = FrozenLowerLayers(tr.model, n_layers - top_layers)
+        tr.frozen_lower = FrozenLowerLayers(tr.model, n_layers - top_layers)  # not shared: each config times its own
         t = time.perf_counter()
         tr.frozen_lower.precompute(training_sequences(tr.train_dataset, args.max_length))
         tr.frozen_lower_precompute_s = time.perf_counter() - t
@@ -223,9 +220,9 @@ def levers(model_name: str = "gemma-offline", batch_size: int = 8, words: int = 
     out = {}
     for label, c in configs.items():
         tr, t, batch = _trainer("dpo", c["model"], ds, batch_size, seed, c["lora_r"], precompute=c["precompute"],
-                                top_layers=c.get("top_layers"))
+                                top_layers=c.get("top_layers"), checkpointing=c.get("checkpointing", False))
         if c.get("checkpointing"):
-            tr.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=tr.args.gradient_checkpointing_kwargs)
+            tr.model.activation_checkpointing_enable(activation_checkpointing_kwargs=tr.args.activation_checkpointing_kwargs)
         lower = getattr(tr, "frozen_lower", None)
         with lower.installed() if lower else contextlib.nullcontext():
             times = _step_times(tr, batch, rounds)

@@ -12,8 +12,9 @@ Both are scaled by tokens per sequence (prompt + response, against their 196): a
 while a step is compute-bound, which a T4 is at these batch sizes in float32. Two numbers are assumed, not
 measured: a sampling step of a batch of up to 256 sequences takes 0.25 s (the authors' generation on an L4,
 120 batches of 200 sequences x 176 tokens in 58 min, is 0.165 s a step; a T4 is taken as 1.5x slower), and
-building each trainer and model costs 15 s. The loops mirror notebooks 01-05: change one, change the other
-(tests/test_budget.py checks that `gpu` stays within the hour).
+building each trainer and model costs 15 s. Notebook 01's steps are mirrored here; 02-05's runs are their
+settings' job grids (profiles.py), the very lists the notebooks train (tests/test_budget.py checks that `gpu`
+stays within the hour and that each notebook trains its grid).
 
 `python -m apo_utils.budget` prints the table the README shows (`markdown`).
 """
@@ -24,7 +25,7 @@ import argparse
 import math
 
 from . import profiles
-from .losses import capabilities
+from .losses import LOSSES, capabilities
 
 T4_TRAIN_S_PER_PAIR = 1.06 / 16  # IPO on the authors' T4, one epoch: 625 steps of 16 pairs in 11:04
 T4_REFERENCE_S_PER_PAIR = 164 / 10_000  # their reference log-probs: 10,000 pairs in 2:44
@@ -34,9 +35,11 @@ PER_RUN_S = 15.0  # assumed: loading the backbone, wrapping it in LoRA, building
 PROMPT_TOKENS = 20  # IMDB openings (prompts.PROMPT_TOKENS); the offline openings are shorter
 LIMIT_MIN = 60.0  # what a notebook may take on a T4 under `gpu`
 
-NB02_METHODS = ("dpo", "beta_dpo", "madpo")  # the headline; IPO and MADPO's variants with StudySettings.extra_seeds
-NB05_REWARD_MODELS = 2  # hard labels and MMPO on true margins every seed; estimated margins with extra_seeds
-NB05_POLICIES = ("dpo", "mmpo")
+
+
+def loss_of(method: str) -> str:
+    """The loss a study's method trains with: its own name, or the loss it is a variant of ('madpo_c2' -> 'madpo')."""
+    return method if method in LOSSES else method.rsplit("_", 1)[0]
 
 
 def pairs_per_prompt(d: profiles.DataSettings, quality: str) -> int:
@@ -81,7 +84,7 @@ def sample_s(n_sequences: int, new_tokens: int, batch_size: int, tokens: int) ->
 def estimate(profile: str) -> dict[str, float]:
     """Minutes each notebook takes on a T4 under `profile`, from nothing (no caches), by the model above."""
     prof = profiles.get(profile)
-    d, p, s = prof.data, prof.policy, prof.study
+    d, p = prof.data, prof.policy
     n_train, n_test = split_prompts(d)
     train = {q: n_train * pairs_per_prompt(d, q) for q in ("high", "low")}
     test = {q: n_test * pairs_per_prompt(d, q) for q in ("high", "low")}
@@ -104,46 +107,43 @@ def estimate(profile: str) -> dict[str, float]:
     def n(q: str) -> int:  # pairs a policy trains on (Study.train_rows)
         return train[q] if p.train_pairs is None else min(p.train_pairs, train[q])
 
-    extra = len(p.seeds[: s.extra_seeds])  # seeds of the runs outside a headline comparison
-
-    def policy(q: str, method: str, epochs: float = p.epochs, pairs_measured: int = 0) -> float:
-        return (train_s(n(q), epochs, tokens, capabilities(method).reference) + evaluate(p.n_eval_prompts)
+    def policy(q: str, method: str, epochs: float = p.epochs, pairs_measured: int = 0, checkpoints: int = 0) -> float:
+        reference = capabilities(loss_of(method)).reference
+        along = checkpoints * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts))  # reward and KL along training
+        return (train_s(n(q), epochs, tokens, reference) + evaluate(p.n_eval_prompts) + along
                 + forward_s(pairs_measured, tokens))
 
-    # 02: the starting policy; DPO, beta-DPO, MADPO x tier x seed; IPO and three MADPO variants with `extra` seeds;
-    # held-out pairs of both tiers ranked by every policy
-    v = s.madpo_variant_quality
-    held2 = min(s.madpo_test_pairs, test["high"] + test["low"])
+    # Each notebook's runs are its settings' job grid (profiles.py), the list the notebook itself trains.
+    # 02: the starting policy, then every job; held-out pairs of both tiers ranked by every policy
+    s2 = prof.madpo
+    held2 = min(s2.test_pairs, test["high"] + test["low"])
     nb02 = evaluate(p.n_eval_prompts) + forward_s(held2, tokens) + sum(
-        policy(q, m, pairs_measured=held2) for q in ("high", "low") for m in NB02_METHODS for _ in p.seeds)
-    nb02 += extra * sum(policy(q, "ipo", pairs_measured=held2) for q in (("high", "low") if s.madpo_ipo_both_tiers else (v,)))
-    nb02 += extra * 3 * policy(v, "madpo", pairs_measured=held2) if p.ablation else 0.0
+        policy(job.get("tier", job["setting"]), job["method"], pairs_measured=held2, checkpoints=s2.checkpoints or 0)
+        for job in s2.jobs(p.seeds))
 
-    # 03: SimPO and gamma-SimPO x noise rate x seed; DPO and gamma-DPO on their rates with `extra` seeds; clean
-    # held-out pairs scored for every policy
-    q3, held_out = s.noise_quality, min(s.noise_test_pairs, test["high"] + test["low"])
-    nb03 = evaluate(p.n_eval_prompts) + forward_s(held_out, tokens)
-    nb03 += sum(policy(q3, m, pairs_measured=held_out) for m in ("simpo", "gamma_simpo") for _ in s.noise_rates
-                for _ in p.seeds)
-    nb03 += extra * sum(policy(q3, m, pairs_measured=held_out) for m in ("dpo", "gamma_dpo") for _ in s.noise_dpo_rates)
+    # 03: every job on the noisy tier; clean held-out pairs scored for every policy
+    s3 = prof.noise
+    held3 = min(s3.test_pairs, test["high"] + test["low"])
+    nb03 = evaluate(p.n_eval_prompts) + forward_s(held3, tokens) + sum(
+        policy(s3.quality, job["method"], pairs_measured=held3) for job in s3.jobs(p.seeds))
 
-    # 04: every ranking method x seed, measured every track_every steps on two probes, then every held-out pair
-    q4 = s.ranking_quality
-    measurements = math.ceil(s.ranking_epochs * n(q4) / p.batch_size / s.track_every) + 1
-    probes = min(s.track_train_pairs, n(q4)) + min(s.track_test_pairs, test[q4])
-    held4 = min(s.ranking_test_pairs, test[q4])
+    # 04: every job, measured every track_every steps on two probes, then every held-out pair
+    s4 = prof.ranking
+    q4 = s4.quality
+    measurements = math.ceil(s4.epochs * n(q4) / p.batch_size / s4.track_every) + 1
+    probes = min(s4.track_train_pairs, n(q4)) + min(s4.track_test_pairs, test[q4])
+    held4 = min(s4.test_pairs, test[q4])
     nb04 = evaluate(p.n_eval_prompts) + forward_s(held4 + probes, tokens) + sum(
-        policy(q4, m, s.ranking_epochs, held4) + measurements * forward_s(probes, tokens)
-        for m in s.ranking_methods for _ in p.seeds)
+        policy(q4, job["method"], s4.epochs, held4) + measurements * forward_s(probes, tokens)
+        for job in s4.jobs(p.seeds))
 
-    # 05: reward models (hard and soft x seed, estimated margins and the gamma_bt sweep with fewer seeds), then
-    # DPO and MMPO x seed and MMPO on estimated margins with `extra` seeds
-    q5, held5 = s.mmpo_quality, min(s.mmpo_test_pairs, test["high"] + test["low"])
-    n_rm = NB05_REWARD_MODELS * len(p.seeds) + extra + len(s.bt_scales)
+    # 05: reward models (its grid and the gamma_bt sweep), then its policies
+    s5 = prof.mmpo
+    q5, held5 = s5.quality, min(s5.test_pairs, test["high"] + test["low"])
+    n_rm = len(s5.reward_model_jobs(p.seeds)) + len(s5.sweep_jobs(p.seeds, d.label_scale))
     nb05 = n_rm * (train_s(n(q5), d.rm_epochs, gen_tokens, reference=False) + forward_s(held5, gen_tokens))
     nb05 += evaluate(p.n_eval_prompts) + forward_s(held5, tokens)
-    nb05 += sum(policy(q5, m, pairs_measured=held5) for m in NB05_POLICIES for _ in p.seeds)
-    nb05 += extra * policy(q5, "mmpo", pairs_measured=held5)
+    nb05 += sum(policy(q5, job["method"], pairs_measured=held5) for job in s5.policy_jobs(p.seeds))
     minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "03_gamma_po_noise": nb03,
                "04_amapo_ranking": nb04, "05_mmpo_margins": nb05}
     return {k: round(v / 60, 1) for k, v in minutes.items()}

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .storage import atomic_write_json, note_reuse, read_json
+from . import code_version
+from .storage import atomic_write_json, made_before_recompute, note_reuse, read_json
 
 
 def fingerprint(*parts) -> str:
@@ -67,8 +68,11 @@ def _write_key(folder: Path, record: dict):
 
 
 def cached_map(fn, items: list, batch_size: int, cache_dir, key: dict, desc: str = "batches",
-               progress: bool = True) -> list:
+               progress: bool = True, code: str | None = None) -> list:
     """`fn(batch) -> list` of one result per item; results are JSON values. Returns results for all items.
+
+    code: the module whose code makes the results (e.g. 'generation'); its fingerprint and that of every module it
+    imports join the key (`code_version.fingerprint`), so an edit to that code recomputes the batches.
 
     A damaged batch file (unreadable, or the wrong number of results) is named in a warning and recomputed.
     With cache_dir=None nothing is stored (the same batching, for callers that opt out of caching)."""
@@ -80,11 +84,12 @@ def cached_map(fn, items: list, batch_size: int, cache_dir, key: dict, desc: str
         for s in tqdm(starts, desc=desc, disable=not progress):
             results.extend(_checked(fn, items[s : s + batch_size], desc))
         return results
-    folder = Path(cache_dir) / f"{desc.replace(' ', '_')}-{fingerprint(key, items, batch_size)}"
+    made_by = [code_version.fingerprint(code)] if code else []
+    folder = Path(cache_dir) / f"{desc.replace(' ', '_')}-{fingerprint(key, items, batch_size, *made_by)}"
     done, todo = {}, []
     for s in starts:
         path = folder / f"batch_{s:08d}.json"
-        out, damage = _read_batch(path, len(items[s : s + batch_size]))
+        out, damage = (None, None) if made_before_recompute(path) else _read_batch(path, len(items[s : s + batch_size]))
         if damage is not None:
             warnings.warn(f"{desc}: cache file {path} is damaged ({damage}); recomputing that batch", stacklevel=2)
         if out is None:
@@ -98,7 +103,7 @@ def cached_map(fn, items: list, batch_size: int, cache_dir, key: dict, desc: str
             raise OSError(f"{desc}: cannot create the cache folder {folder} ({e}); {len(todo)} of {len(starts)} "
                           f"batches must be computed. Make it writable or pass another cache_dir.") from e
         _write_key(folder, {"key": key, "n_items": len(items), "batch_size": batch_size})
-    note_reuse("cache batches", len(done))
+    note_reuse("cache batches", len(done), code=made_by[0] if made_by else None)
     if done and progress:
         print(f"{desc}: {len(done)} of {len(starts)} batches already on disk in {folder}")
     for s in tqdm(todo, desc=desc, disable=not progress):

@@ -1,6 +1,6 @@
 """Where this machine keeps things and whether the hub answers: the two facts every loader asks first.
 
-Kept apart from the loaders (models, prompts, rewards) so each of them can ask without importing another.
+Kept apart from the loaders (models, prompts, ground_truth) so each of them can ask without importing another.
 """
 
 from __future__ import annotations

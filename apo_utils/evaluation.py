@@ -39,7 +39,8 @@ def evaluate_policy(model, tok, prompts: list[str], scorer, *, key: dict, cache_
     ps = [p for p, ys in zip(prompts, samples) for _ in ys]
     ys = [y for s in samples for y in s]
     rewards = np.array(cached_map(lambda b: scorer(b, progress=False), [p + y for p, y in zip(ps, ys)], 256,
-                                  cache_dir, key={"scorer": scorer.description}, desc="scoring", progress=False))
+                                  cache_dir, key={"scorer": scorer.description}, desc="scoring", progress=False,
+                                  code="ground_truth"))
     kl, n_kl = float("nan"), sum(len(s) for s in samples[:kl_prompts])
     if hasattr(model, "disable_adapter"):
         lp = completion_logprobs(model, tok, ps[:n_kl], ys[:n_kl])

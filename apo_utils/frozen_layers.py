@@ -36,9 +36,20 @@ def shared_cache(*key) -> dict:
     return _SHARED.setdefault(key, {})
 
 
+_ATTRIBUTE = "_apo_frozen_lower"  # the one name this kit sets on a model it did not write
+
+
+def attach(model, lower: "FrozenLowerLayers | None"):
+    """Leave `lower` on a trained model, so that measuring it afterwards (log-probs of pairs, reward margins) runs
+    the top layers only from the kept states. None attaches nothing."""
+    if lower is not None:
+        setattr(model, _ATTRIBUTE, lower)
+    return model
+
+
 def attached(model) -> "FrozenLowerLayers | None":
-    """The FrozenLowerLayers a trainer left on `model` for scoring it cheaply afterwards (see reward_model)."""
-    return getattr(model, "_apo_frozen_lower", None)
+    """The FrozenLowerLayers a trainer left on `model` (`attach`), or None."""
+    return getattr(model, _ATTRIBUTE, None)
 
 
 class _Stop(Exception):
@@ -202,6 +213,16 @@ class FrozenLowerLayers:
         finally:
             self._swap_in()
             self._mask = mask
+
+    @contextlib.contextmanager
+    def suspended(self):
+        """The ordinary model for a moment, also while installed: sampling during training (a frontier checkpoint)
+        feeds one token at a time, which kept states of whole sequences cannot serve."""
+        if self._installed is None:
+            yield self
+            return
+        with self._uninstalled():
+            yield self
 
     @contextlib.contextmanager
     def installed(self):

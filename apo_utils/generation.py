@@ -50,7 +50,7 @@ def generate(model, tokenizer, prompts: list[str], n_samples: int = 1, max_new_t
         params = {"n_samples": n_samples, "max_new_tokens": max_new_tokens, "temperature": temperature,
                   "top_p": top_p, "min_new_tokens": min_new_tokens, "seed": seed}
         flat = cached_map(run, items, batch_size, cache_dir, key={**(key or {}), **params}, desc="generating",
-                          progress=progress)
+                          progress=progress, code="generation")
     finally:
         tokenizer.padding_side = side
         model.train(was_training)

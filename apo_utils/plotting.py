@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 
+from .stats import mean_ci95
 from .storage import atomic_write_bytes
 
 METHOD_COLORS = {
@@ -41,6 +43,21 @@ METHOD_LABELS = {
 METHOD_ORDER = list(METHOD_COLORS)
 
 
+# What a reader sees for each metric key a record holds.
+METRIC_LABELS = {
+    "reward": "true reward (VADER compound)",
+    "test_accuracy": "held-out ranking accuracy",
+    "test_mean_logp_accuracy": "held-out ranking accuracy by mean log-prob (no reference)",
+    "test_truth_accuracy": "held-out agreement with the truth",
+    "test_prob_error": "distance to the true preference probability (lower is better)",
+    "ece": "expected calibration error (lower is better)",
+}
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
 def color(method: str) -> str:
     return METHOD_COLORS.get(method, "#333333")
 
@@ -68,3 +85,90 @@ def savefig(fig, path, record=None) -> Path:
     if record is not None:
         record.add_figure(path)
     return path
+
+
+def reward_kl_figure(runs, settings, methods, start_reward: float, reward_label: str, titles=None):
+    """True reward against KL from the start, one panel a setting: small dots seeds, large ones the mean with
+    a 95 % interval over seeds (t), the star the starting policy."""
+    fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4.4), sharey=True, squeeze=False)
+    for ax, s in zip(axes[0], settings):
+        ax.scatter([0], [start_reward], marker="*", s=160, color="k", zorder=5, label="starting policy")
+        for m in methods:
+            sub = runs[(runs.setting == s) & (runs.method == m)]
+            if sub.empty:
+                continue
+            ax.scatter(sub.kl, sub.reward, s=14, alpha=0.45, color=color(m))
+            (mk, ek), (mr, er) = (mean_ci95(sub[k]) for k in ("kl", "reward"))
+            ax.errorbar(mk, mr, xerr=ek, yerr=er, fmt="o", ms=7, capsize=3, color=color(m), label=label(m))
+        ax.set(xlabel="KL(π ‖ π_start) (nats per continuation)", title=(titles or {}).get(s, s))
+    axes[0][0].set_ylabel(reward_label)
+    handles = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}  # every method once
+    axes[0][-1].legend(handles.values(), handles.keys(), fontsize=8)
+    fig.suptitle("Reward against KL: dots are seeds, large markers the mean with a 95 % interval over seeds")
+    return fig
+
+
+def comparison_figure(comparisons: list[dict], title: str | None = None):
+    """Every comparison given: the paired difference and its 95 % interval, one panel a metric."""
+    metrics = list(dict.fromkeys(c["metric"] for c in comparisons))
+    rows = max(sum(c["metric"] == m for c in comparisons) for m in metrics)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 0.9 + 0.45 * rows), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        cs = [c for c in comparisons if c["metric"] == metric]
+        y = rows - 1 - np.arange(len(cs))  # from the top, one row's height in every panel
+        ax.set_ylim(-0.5, rows - 0.5)
+        for yi, c in zip(y, cs):
+            ax.errorbar(c["diff"], yi, xerr=[[c["diff"] - c["ci95"][0]], [c["ci95"][1] - c["diff"]]], fmt="o",
+                        capsize=4, color=color(c["method"]))
+        ax.axvline(0, color="k", lw=0.8)
+        most = max(c["n_seeds"] for c in cs)
+        ax.set_yticks(y, [f"{c['setting']}: {label(c['method'])} − {label(c['baseline'])}"
+                          + (f" ({c['n_seeds']} seed{'s' * (c['n_seeds'] > 1)})" if c["n_seeds"] < most else "")
+                          for c in cs], fontsize=8)
+        ax.set(xlabel=f"paired difference in {metric_label(metric)} (95 % CI)")
+    fig.suptitle(title or "Method minus baseline, same seeds and held-out units")
+    return fig
+
+
+_BETA_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
+
+
+def frontier_figure(rows, settings, methods, start_reward: float, reward_label: str, budgets=None, titles=None):
+    """Reward against KL from the start along training, one panel a setting (the DPO paper's Fig. 2): every
+    checkpoint of every (beta, seed) a small translucent dot in the method's colour (a marker per beta, in the
+    order of the method's betas), the method's upper frontier over all its points a line, the start a black star,
+    and the matched-KL budgets (`budgets[setting]`, a list) dotted vertical lines. A method is better only where its
+    frontier is higher at the same KL. The frontier is the envelope of the best points, so it is optimistic; the
+    paired test at a budget is `stats.matched_kl_comparison`. `rows`: frontier rows (a list of dicts or a frame)."""
+    from .stats import frontier
+
+    if hasattr(rows, "to_dict"):
+        rows = rows.to_dict("records")
+    fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4.6), sharey=True, squeeze=False,
+                             layout="constrained")
+    handles = {}
+    for ax, s in zip(axes[0], settings):
+        star = ax.scatter([0], [start_reward], marker="*", s=160, color="k", zorder=5)
+        handles.setdefault("starting policy", star)
+        for m in methods:
+            sub = [r for r in rows if r["setting"] == s and r["method"] == m]
+            if not sub:
+                continue
+            betas = sorted({float(r["beta"]) for r in sub})
+            for i, b in enumerate(betas):
+                pts = [(r["kl"], r["reward"]) for r in sub if float(r["beta"]) == b]
+                dots = ax.scatter(*zip(*pts), s=12, alpha=0.35, color=color(m), marker=_BETA_MARKERS[i % 9],
+                                  linewidths=0)
+                handles.setdefault(f"{label(m)}, β = {b:g}", dots)
+            line, = ax.plot(*zip(*frontier((r["kl"], r["reward"]) for r in sub)), color=color(m), lw=2,
+                            label=label(m))
+            handles.setdefault(label(m), line)
+        for b in (budgets or {}).get(s, []):
+            vline = ax.axvline(b, color="k", ls=":", lw=1, label="matched KL")
+            handles.setdefault("matched KL", vline)
+        ax.set(xlabel="KL(π ‖ π_start) (nats per continuation)", title=(titles or {}).get(s, s))
+    axes[0][0].set_ylabel(reward_label)
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", fontsize=8, markerscale=1.8,
+               ncol=max(2, min(4, 2 * len(settings))))
+    fig.suptitle("Reward against KL along training: lines are each method's upper frontier, dots its checkpoints")
+    return fig

@@ -1,7 +1,7 @@
-"""What the study notebooks (02-05) share: notebook 01's pairs, held-out prompts, the starting backbone, and one
-policy trained and measured with its result cached (`train_and_evaluate`).
+"""One policy run of a study: trained, measured, and its result cached (`train_and_evaluate`).
 
-Training itself is `training.py`, measuring a policy `evaluation.py`, statistics `stats.py`.
+Training itself is `policy_training.py`, measuring a policy `evaluation.py`; a study's grid of such runs and its
+record are `study.py`.
 """
 
 from __future__ import annotations
@@ -10,92 +10,95 @@ from pathlib import Path
 
 import numpy as np
 
+import contextlib
+from dataclasses import asdict, dataclass
+
+from . import code_version
 from .cache import fingerprint
-from .data import load_pairs, pairs_path
-from .env import cache_dir
 from .evaluation import evaluate_policy
-from .models import load_causal_lm
-from .prompts import offline_prompts
+from .frozen_layers import attached
+from .lora_run import RunSettings
+from .policy_training import Tracking, train_policy
 from .ranking import pair_logps
-from .storage import atomic_write_json, note_reuse, read_json_or_none
-from .training import train_policy
-from .vocab import trim_vocabulary
+from .storage import atomic_write_json, made_before_recompute, note_reuse, read_json_or_none
 
 
-def load_study_pairs(output_dir, profile: str, qualities=("high", "low")) -> dict[str, dict[str, list[dict]]]:
-    """{quality: {'train': rows, 'test': rows}} from notebook 01's files for this profile (clear error if absent)."""
-    return {q: {split: load_pairs(pairs_path(output_dir, profile, q, split), require_margin=True)
-                for split in ("train", "test")} for q in qualities}
+@dataclass(frozen=True)
+class Checkpoints:
+    """Reward and KL measured along training, for a reward-KL frontier (the DPO paper's IMDB comparison): at the
+    start, every `every` optimizer steps and at the end, from samples of the first `prompts` held-out prompts. The
+    final point is the full evaluation (every held-out prompt; its first `prompts` are the same prompts), so the
+    intermediate points cost a fraction of it while the last keeps the full precision."""
 
-
-def held_out_prompts(pairs: dict, n: int, seed: int = 0) -> list[str]:
-    """`n` prompts no policy trained on: notebook 01's test prompts, topped up with unused offline openings."""
-    train = {r["prompt"] for q in pairs.values() for r in q["train"]}
-    out = sorted({r["prompt"] for q in pairs.values() for r in q["test"]} - train)
-    extra = [p for p in offline_prompts(1000, seed) if p not in train and p not in out]
-    return (out + extra)[:n]
-
-
-def study_backbone(policy: str, trim_vocab: int | None, texts: list[str], log=print) -> str:
-    """The backbone every method starts from: `policy`, or its vocabulary-trimmed copy (cpu profile).
-
-    Trimming is skipped for the tiny smoke model (its vocabulary is already small).
-    """
-    if trim_vocab is None or policy == "tiny":
-        return policy
-    model, tok, _ = load_causal_lm(policy, log=lambda *_: None)
-    return str(trim_vocabulary(model, tok, texts, cache_dir() / "trimmed", keep_first=trim_vocab, log=log))
+    every: int
+    prompts: int = 64
 
 
 def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: list[str], scorer, backbone: str,
                        out_dir, P, *, seed: int, loss_kwargs: dict | None = None, pair_sets: dict | None = None,
                        track_sets: dict | None = None, track_every: int | None = None,
-                       n_eval_prompts: int | None = None, log_pairs: bool = False) -> dict:
+                       n_eval_prompts: int | None = None, log_pairs: bool = False,
+                       checkpoints: Checkpoints | None = None) -> dict:
     """Train one policy and measure it; the metrics are saved as JSON and reused on a re-run (resumable).
 
     P: a profiles.PolicySettings. Every method gets the same data, order (seed), budget and evaluation.
     pair_sets {name: rows}: the trained policy's log-probs of each set's pairs are saved in the result
     (`pairs[name]`, see `ranking.pair_logps`); track_sets: the same, measured during training every
     `track_every` steps (`track`). n_eval_prompts: generate for only the first n prompts (0: no generation).
-    log_pairs: keep the per-pair training log (`pair_log`; rows need `pair_id`). beta is chosen here, once: a
+    log_pairs: keep the per-pair training log (`pair_log`; rows need `pair_id`). checkpoints: reward and KL along
+    training (`frontier`: [{step, kl, reward, prompt_rewards}], the start and the end included; with track_sets the
+    two share `track_every`). beta is chosen here, once: a
     `beta` in loss_kwargs (SimPO-style losses use a much larger one), else P.beta; the trainer takes it as given.
     The result is cached under a key of what changes this run alone (`PolicySettings.run_key`): adding a seed
     or an ablation to the profile leaves the other runs' results valid.
     """
     pair_sets, track_sets = dict(pair_sets or {}), dict(track_sets or {})
+    code = code_version.fingerprint(__name__.split(".")[-1])  # this module and all it reaches: training, measuring
     prompts = list(prompts[:n_eval_prompts] if n_eval_prompts is not None else prompts)
     hparams = {"beta": P.beta, **(loss_kwargs or {})}
-    extra = [_set_key(pair_sets), _set_key(track_sets), track_every, n_eval_prompts, log_pairs]
+    extra = [_set_key(pair_sets), _set_key(track_sets), track_every, n_eval_prompts, log_pairs,
+             *([asdict(checkpoints)] if checkpoints else [])]
     key = fingerprint(method, loss_name, hparams, backbone, P.run_key(), seed,
                       [(r["prompt"], r["chosen"], r["rejected"], r.get("margin")) for r in rows], prompts,
                       scorer.description if prompts else None,
-                      *([extra] if any([pair_sets, track_sets, track_every, n_eval_prompts is not None, log_pairs]) else []))
+                      *([extra] if any([pair_sets, track_sets, track_every, n_eval_prompts is not None, log_pairs,
+                                        checkpoints]) else []),
+                      {"code": code})
     path = Path(out_dir) / "runs" / f"{method}-s{seed}-{key}.json"
-    done = read_json_or_none(path)  # a damaged result is set aside (with a warning) and measured again
+    done = None if made_before_recompute(path) else read_json_or_none(path)  # damaged: set aside, measured again
     if done is not None and not done.get("float32_measurements"):
         # saved before per-prompt rewards were kept, or with KL and log-probs measured through the autocast forward
         # of a bf16-trained model (training.float32_forward): measure again (a finished training is reused)
         done = None
     if done is not None:  # finished before: the record says so, so a cached re-run's time is not mistaken for a run's
-        note_reuse("trained and evaluated runs")
+        note_reuse("trained and evaluated runs", code=code)
         return {**done, "reused": True}
 
-    def measure(model, tok):
-        return {name: _listed(pair_logps(model, tok, rs)) for name, rs in track_sets.items()}
+    def sample(model, tok, some_prompts, **cache):
+        return evaluate_policy(model, tok, some_prompts, scorer, n_samples=P.eval_samples,
+                               max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed,
+                               kl_prompts=P.kl_prompts, cpu_bf16=P.cpu_bf16, **cache)
 
-    model, tok, info = train_policy(loss_name, rows, backbone, Path(out_dir) / "adapters",
-                                    loss_kwargs=hparams, epochs=P.epochs, batch_size=P.batch_size, lr=P.lr,
-                                    lora_r=P.lora_r, max_length=P.max_length, top_layers=P.top_layers, seed=seed,
-                                    track=measure if track_sets else None, track_every=track_every,
-                                    log_pairs=log_pairs, save_steps=25, cpu_bf16=P.cpu_bf16,
-                                    track_key=_set_key(track_sets) if track_sets else None)
+    def measure(model, tok):
+        out = {name: _listed(pair_logps(model, tok, rs)) for name, rs in track_sets.items()}
+        if checkpoints:  # sampling needs every layer: the kept lower states serve whole sequences only
+            lower = attached(model)
+            with lower.suspended() if lower else contextlib.nullcontext():
+                ev = sample(model, tok, prompts[: checkpoints.prompts], key={}, cache_dir=None)
+            out["sampled"] = {k: ev[k] for k in ("kl", "reward", "prompt_rewards", "kl_n", "n")}
+        return out
+
+    settings = RunSettings(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, lora_r=P.lora_r, max_length=P.max_length,
+                           seed=seed, top_layers=P.top_layers, cpu_bf16=P.cpu_bf16)
+    every = track_every if track_sets else checkpoints.every if checkpoints else None
+    what = [_set_key(track_sets), *([asdict(checkpoints)] if checkpoints else [])]
+    track = Tracking(measure, every, what) if track_sets or checkpoints else None
+    model, tok, info = train_policy(loss_name, rows, backbone, Path(out_dir) / "adapters", settings, loss_kwargs=hparams,
+                                    track=track, log_pairs=log_pairs, save_steps=25)
     ev = {"reward": float("nan"), "reward_se": float("nan"), "kl": float("nan"), "n": 0, "prompt_rewards": [],
           "examples": []}
     if prompts:
-        ev = evaluate_policy(model, tok, prompts, scorer, key={"policy": info["key"]},
-                             cache_dir=Path(out_dir) / "eval_cache", n_samples=P.eval_samples,
-                             max_new_tokens=P.eval_max_new_tokens, batch_size=P.eval_batch_size, seed=1000 + seed,
-                             kl_prompts=P.kl_prompts, cpu_bf16=P.cpu_bf16)
+        ev = sample(model, tok, prompts, key={"policy": info["key"]}, cache_dir=Path(out_dir) / "eval_cache")
     final = {s_["step"]: s_ for s_ in info.get("track", [])}
     last_step = max(final, default=None)
     pairs = {name: (final[last_step][name] if name in track_sets and last_step is not None
@@ -104,9 +107,19 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
     result = {"method": method, "loss": loss_name, "seed": seed, **ev, "float32_measurements": True,
               "train_runtime_s": info.get("train_runtime_s"), "final_train_loss": last.get("loss"),
               "train_log": info["log"], "pairs": pairs, "track": info.get("track", []),
-              "pair_log": info.get("pair_log", [])}
+              "pair_log": info.get("pair_log", []), "beta": hparams["beta"],
+              "frontier": _frontier(info.get("track", []), ev) if checkpoints else []}
     atomic_write_json(path, result)
     return {**result, "reused": False}
+
+
+def _frontier(track: list[dict], final: dict) -> list[dict]:
+    """{step, kl, reward, prompt_rewards} at each checkpoint; the last step's from the full evaluation."""
+    points = [{"step": e["step"], **{k: e["sampled"][k] for k in ("kl", "reward", "prompt_rewards")}}
+              for e in track if "sampled" in e]
+    if points and final.get("n"):
+        points[-1] = {"step": points[-1]["step"], **{k: final[k] for k in ("kl", "reward", "prompt_rewards")}}
+    return points
 
 
 def _set_key(sets: dict) -> list:

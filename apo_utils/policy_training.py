@@ -1,9 +1,9 @@
-"""Training one policy with one loss: LoRA adapters on TRL's DPOTrainer (`ApoTrainer`), resumable.
+"""Training one policy with one loss: LoRA adapters on TRL's DPOTrainer (`ApoTrainer`), cached and resumable.
 
 The reference is the same backbone with the adapters switched off, and its log-probs are computed once
 before training (only for losses that read them). Checkpoints are written as it goes; a run killed
 mid-training resumes from the last whole one and ends with the adapters an unbroken run would have.
-A finished run is saved as safetensors and reused on a re-run. What the run measured along the way
+A finished run is saved as safetensors and reused on a re-run of the same code (`lora_run.RunFolder`). What the run measured along the way
 (`track`, the per-pair log) is saved with each checkpoint, so a resumed run keeps it.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import shutil
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,95 +22,69 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig
 
 from . import losses as L
-from .cache import fingerprint
 from .env import mixed_precision
-from .frozen_layers import FrozenLowerLayers, shared_cache, training_sequences
+from .frozen_layers import attach, training_sequences
+from .lora_run import RunFolder, RunSettings, frozen_lower, lora_config
 from .models import load_causal_lm
 from .progress import quiet_progress
-from .storage import atomic_write_bytes, atomic_write_json, note_reuse, read_json, read_json_or_none, safetensors_problem
+from .storage import atomic_write_json, note_reuse, read_json, read_json_or_none, safetensors_problem
 from .trainer import ApoTrainer
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+@dataclass(frozen=True)
+class Tracking:
+    """Measurements of the policy during training: `measure(model, tok) -> dict` (JSON values) before the first
+    step, every `every` steps and after the last; `key` names what it measures (part of the cache key, so a finished
+    run is reused only for the same measurements)."""
+
+    measure: Callable
+    every: int | None = None
+    key: object = None
 
 
-def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *, loss_kwargs: dict | None = None,
-                 epochs: float = 1.0, batch_size: int = 8, lr: float = 5e-4, lora_r: int = 16, max_length: int = 128,
-                 seed: int = 0, progress: bool = False, log=print, save_steps: int = 10, callbacks=None,
-                 track=None, track_every: int | None = None, log_pairs: bool = False, top_layers: int | None = None,
-                 cpu_bf16: bool = False, track_key=None):
+def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, settings: RunSettings, *,
+                 loss_kwargs: dict | None = None, track: Tracking | None = None, log_pairs: bool = False,
+                 save_steps: int = 10, callbacks=None, progress: bool = False, log=print):
     """(model with trained adapters, tokenizer, info). Same seed -> same data order for every method.
 
     Checkpoints (adapters, optimizer, scheduler, RNG) are written every `save_steps` steps; a run killed
     mid-training resumes from the last complete one and ends with the same adapters as an unbroken run.
-    `track(model, tok) -> dict` (JSON values) is called before the first step, every `track_every` steps
-    and after the last; its results land in info['track'] as [{'step': s, **result}, ...]; `track_key` names what
-    it measures (part of the cache key: a finished run is reused only for the same measurements).
+    track: results land in info['track'] as [{'step': s, **result}, ...].
     log_pairs: rows need a `pair_id`; info['pair_log'] then holds what the loss did to each pair at each
     step (see `ApoTrainer.pair_log`).
-    top_layers: LoRA on the top `top_layers` decoder layers only, with the frozen layers below run once per
-    text and kept (`frozen_layers.py`; shared by every run on the same backbone in this process). None: LoRA
-    on every layer, as the papers do.
-    cpu_bf16: train in bfloat16 mixed precision on a CPU (1.28x faster a step where the CPU has bf16 matrix units,
-    `env.cpu_bf16_context`; logged losses within 1.5 % of float32's over 25 steps); ignored on a GPU.
+    settings.top_layers: LoRA on the top decoder layers only, with the frozen layers below run once per text and
+    kept (`frozen_layers.py`). settings.cpu_bf16: bfloat16 mixed precision on a CPU (1.28x faster a step where the
+    CPU has bf16 matrix units; logged losses within 1.5 % of float32's over 25 steps); ignored on a GPU.
     """
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
 
     loss_kwargs = dict(loss_kwargs or {})
-    key = fingerprint(method, loss_kwargs, backbone, epochs, batch_size, lr, lora_r, max_length, seed,
-                      [(r["prompt"], r["chosen"], r["rejected"], r.get("margin")) for r in train_rows],
-                      *([{"top_layers": top_layers}] if top_layers is not None else []),
-                      *([{"cpu_bf16": True}] if cpu_bf16 else []),
-                      *([{"track": track_key, "every": track_every, "float32": True}]
-                        if track is not None and track_key is not None else []))
-    folder = Path(out_dir) / f"{method}-{key}"
-    base, tok, prov = load_causal_lm(backbone, seed=seed, log=lambda *_: None)
-    if (folder / "DONE").exists() and _finished_run_damaged(folder):
-        (folder / "DONE").unlink()  # train it again below; a checkpoint left from before is not trusted either
-        shutil.rmtree(folder / "trainer", ignore_errors=True)
+    tracked_key = ([{"track": track.key, "every": track.every, "float32": True}]
+                   if track is not None and track.key is not None else [])
+    run = RunFolder(out_dir, method, [method, loss_kwargs, backbone, settings.key(),
+                                      [(r["prompt"], r["chosen"], r["rejected"], r.get("margin")) for r in train_rows],
+                                      *tracked_key], module=__name__.split(".")[-1])
+    folder = run.path
+    base, tok, prov = load_causal_lm(backbone, seed=settings.seed, log=lambda *_: None)
     n_layers = base.config.num_hidden_layers
-    if (folder / "DONE").exists():
+    settings.check(n_layers)
+    if run.finished(folder / "adapter" / "adapter_model.safetensors"):
         model = PeftModel.from_pretrained(base, folder / "adapter")
         if torch.cuda.is_available():
             model.to("cuda")
-        if top_layers is not None:  # measured through the kept lower states, as after training
-            model._apo_frozen_lower = FrozenLowerLayers(model, n_layers - top_layers,
-                                                        cache=shared_cache("policy", backbone, n_layers - top_layers))
-        info = read_json(folder / "info.json")
+        attach(model, frozen_lower(model, "policy", backbone, settings, n_layers))  # measured as after training
+        info = run.info()
         info["reused"] = True
-        note_reuse("policies")
+        note_reuse("policies", code=run.code)
         return model.eval(), tok, info
     cols = ["prompt", "chosen", "rejected"] + [c for c in ("margin", "pair_id") if c in train_rows[0]]
     if log_pairs and "pair_id" not in cols:
         raise ValueError("log_pairs=True needs a 'pair_id' column in the training rows")
     ds = Dataset.from_list([{c: r[c] for c in cols} for r in train_rows])
-    cuda = torch.cuda.is_available()
-    args = DPOConfig(
-        output_dir=str(folder / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-        learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=1, save_strategy="steps",
-        save_steps=save_steps, save_total_limit=2,
-        report_to="none", **(mixed_precision(base) if cuda or not cpu_bf16 else {"bf16": True, "fp16": False}),
-        use_cpu=not cuda, seed=seed, data_seed=seed,
-        max_length=max_length, disable_tqdm=not progress, dataloader_num_workers=0,
-        # Two cost levers that leave training unchanged (same losses, measured):
-        # - TRL turns activation checkpointing on by default; a 270M model with LoRA fits in memory without it,
-        #   and recomputing the forward pass cost 22 % of a cpu training step (46.4 s -> 36.0 s on 72 pairs).
-        # - The reference log-probs are computed once before training, and only for losses that read them:
-        #   SimPO, gamma-SimPO and AMaPO are reference-free, so their pass over the data would be wasted.
-        #   Not with `top_layers`: TRL's pass runs before the frozen layers are installed, i.e. the whole model
-        #   over every pair (about 90 s for 1,000 pairs on 2 cores, as long as the training); computed at each
-        #   step instead it is one more pass through the top layers from the kept states (adapters off).
-        gradient_checkpointing=False,
-        precompute_ref_log_probs=L.capabilities(method).reference and top_layers is None,
-    )
-    torch.manual_seed(seed)
-    if top_layers is not None and not (isinstance(top_layers, int) and 0 < top_layers < n_layers):
-        raise ValueError(f"top_layers must be a whole number in 1..{n_layers - 1} for this backbone, got {top_layers!r}")
-    only_top = {} if top_layers is None else {"layers_to_transform": list(range(n_layers - top_layers, n_layers)),
-                                              "layers_pattern": "layers"}
-    peft_config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
-                             target_modules=LORA_TARGETS, **only_top)
+    args = _config(folder, settings, method, base, save_steps, progress)
+    torch.manual_seed(settings.seed)
     with contextlib.nullcontext() if progress else quiet_progress():
-        trainer = ApoTrainer(model=base, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
+        trainer = ApoTrainer(model=base, args=args, train_dataset=ds, processing_class=tok,
+                             peft_config=lora_config("CAUSAL_LM", settings, n_layers),
                              loss_name=method, loss_kwargs=loss_kwargs, callbacks=callbacks)
         if not progress:  # without a progress bar the Trainer prints every log line; the info file keeps them
             trainer.remove_callback(PrinterCallback)
@@ -122,16 +98,15 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
             resume = None
         if not resume:
             tracked, kept = [], []
-        lower = None
-        if top_layers is not None:
-            lower = FrozenLowerLayers(trainer.model, n_layers - top_layers,
-                                      cache=shared_cache("policy", backbone, n_layers - top_layers))
+        lower = frozen_lower(trainer.model, "policy", backbone, settings, n_layers)
+        if lower is not None:
             lower.precompute(training_sequences(trainer.train_dataset, args.max_length, args.truncation_mode))
+            attach(trainer.model, lower)  # a measurement during training can suspend it (frozen_layers.suspended)
         tracker = None
         if track is not None:
             # measurements (ranking.completion_stats) pad on the right, so they run from the kept states too:
             # a tracked pair's lower layers run once for every step, method and seed
-            tracker = _Tracker(track, tok, track_every, folder / "track.json", tracked)
+            tracker = _Tracker(track.measure, tok, track.every, folder / "track.json", tracked)
             trainer.add_callback(tracker)
         if log_pairs:
             done = int(resume.name.split("-")[1]) if resume else 0
@@ -144,9 +119,8 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
     # the float32 forward back: accelerate wrapped it in autocast for mixed-precision training (float32_forward)
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     model.save_pretrained(folder / "adapter")
-    if lower is not None:  # log-probs of pairs (ranking.completion_stats) then run the top layers only
-        model._apo_frozen_lower = lower
-    info = {"method": method, "loss_kwargs": trainer.objective.hparams, "key": key, "backbone": prov,
+    attach(model, lower)  # log-probs of pairs (ranking.completion_stats) then run the top layers only
+    info = {"method": method, "loss_kwargs": trainer.objective.hparams, "key": run.key, "backbone": prov,
             "log": [h for h in trainer.state.log_history if "loss" in h],
             "train_runtime_s": trainer.state.log_history[-1].get("train_runtime")}
     if tracker is not None:
@@ -154,11 +128,35 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, *,
         info["track"] = tracker.entries
     if log_pairs:
         info["pair_log"] = trainer.pair_log
-    atomic_write_json(folder / "info.json", info)
-    atomic_write_bytes(folder / "DONE", b"ok\n")
+    run.finish(info)
     shutil.rmtree(folder / "trainer", ignore_errors=True)  # checkpoints are only for resuming
     info["reused"] = False
     return model.eval(), tok, info
+
+
+def _config(folder: Path, settings: RunSettings, method: str, base, save_steps: int, progress: bool) -> DPOConfig:
+    """TRL's DPOConfig for one run: cosine schedule, a checkpoint every `save_steps` steps for resuming, the mixed
+    precision this machine computes natively (bf16 on a CPU only when asked)."""
+    cuda = torch.cuda.is_available()
+    return DPOConfig(
+        output_dir=str(folder / "trainer"), num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size, learning_rate=settings.lr, lr_scheduler_type="cosine",
+        warmup_steps=0.03, logging_steps=1, save_strategy="steps", save_steps=save_steps, save_total_limit=2,
+        report_to="none",
+        **(mixed_precision(base) if cuda or not settings.cpu_bf16 else {"bf16": True, "fp16": False}),
+        use_cpu=not cuda, seed=settings.seed, data_seed=settings.seed,
+        max_length=settings.max_length, disable_tqdm=not progress, dataloader_num_workers=0,
+        # Two cost levers that leave training unchanged (same losses, measured):
+        # - TRL turns activation checkpointing on by default; a 270M model with LoRA fits in memory without it,
+        #   and recomputing the forward pass cost 22 % of a cpu training step (46.4 s -> 36.0 s on 72 pairs).
+        # - The reference log-probs are computed once before training, and only for losses that read them:
+        #   SimPO, gamma-SimPO and AMaPO are reference-free, so their pass over the data would be wasted.
+        #   Not with `top_layers`: TRL's pass runs before the frozen layers are installed, i.e. the whole model
+        #   over every pair (about 90 s for 1,000 pairs on 2 cores, as long as the training); computed at each
+        #   step instead it is one more pass through the top layers from the kept states (adapters off).
+        activation_checkpointing=False,
+        precompute_ref_log_probs=L.capabilities(method).reference and settings.top_layers is None,
+    )
 
 
 @contextlib.contextmanager
@@ -191,8 +189,9 @@ class _Tracker(TrainerCallback):
             return
         was_training = model.training
         model.eval()
-        try:
-            with torch.no_grad(), float32_forward(model):
+        gpus = list(range(torch.cuda.device_count()))
+        try:  # sampling seeds torch's generator: measuring must not change the training it measures
+            with torch.no_grad(), float32_forward(model), torch.random.fork_rng(devices=gpus):
                 self.entries.append({"step": int(step), **self.fn(model, self.tok)})
         finally:
             model.train(was_training)
@@ -243,13 +242,3 @@ def _checkpoint_problem(p: Path) -> str | None:
         if problem:
             return f"{weights.name}: {problem}"
     return None
-
-
-def _finished_run_damaged(folder: Path) -> bool:
-    """A finished run whose files cannot be read back is trained again (with a warning), not failed on forever."""
-    info = read_json_or_none(folder / "info.json")
-    problem = ("info.json missing or damaged" if info is None else
-               safetensors_problem(folder / "adapter" / "adapter_model.safetensors"))
-    if problem:
-        warnings.warn(f"finished run {folder} is damaged ({problem}); training it again", stacklevel=3)
-    return problem is not None

@@ -37,7 +37,7 @@ class DataSettings:
     gen_batch_size: int = 32
     # Bradley-Terry annotator P(a > b) = sigma(k (s_a - s_b)) when VADER is the ground truth: k = 4 on its [-1, 1]
     # score. The hub classifier brings its own, the authors' k = 1 on [-3, 3]: label pairs with scorer.label_scale
-    # (rewards.make_scorer(..., vader_label_scale=label_scale); rewards.py says what 4 is equivalent to).
+    # (ground_truth.make_scorer(..., vader_label_scale=label_scale); ground_truth.py says what 4 is equivalent to).
     label_scale: float = 4.0
     test_fraction: float = 0.25
     rm_epochs: float = 4.0
@@ -70,17 +70,20 @@ class PolicySettings:
     eval_samples: int = 2
     eval_max_new_tokens: int = 24
     eval_batch_size: int = 32
-    ablation: bool = True  # MADPO amplification-only / dampening-only runs (notebook 02)
     top_layers: int | None = None  # LoRA on the top layers only, lower layers run once per text (None: every layer)
-    train_pairs: int | None = None  # pairs a policy trains on, drawn per seed from 01's tier (None: all of them)
+    train_pairs: int | None = None  # pairs a policy trains on: one draw from 01's tier for every seed (None: all)
     kl_prompts: int | None = None  # KL from the start estimated on the first n held-out prompts' samples (None: all)
     cpu_bf16: bool = False  # on a CPU: train and sample in bfloat16 (env.cpu_bf16_context); a GPU decides by itself
+    checkpoints: int | None = None  # reward and KL measured at this many points along training, start and end included
+    checkpoint_prompts: int = 64  # held-out prompts sampled at the intermediate points (the end: every prompt)
 
     def run_key(self) -> dict:
-        """What changes one policy run, for its cache key: not the list of seeds, not which extra runs a study
-        makes (ablation), not how many prompts it evaluates (the prompts themselves are part of the key)."""
+        """What changes one policy run, for its cache key: not the list of seeds, not how many prompts it evaluates
+        (the prompts themselves are part of the key)."""
         d = asdict(self)
-        for k in ("seeds", "ablation", "n_eval_prompts", "train_pairs"):  # the pairs themselves are in the key
+        for k in ("seeds", "n_eval_prompts", "train_pairs"):  # the pairs themselves are in the key
+            del d[k]
+        for k in ("checkpoints", "checkpoint_prompts"):  # what is measured along the way, not how it trains
             del d[k]
         for k in ("top_layers", "kl_prompts", "cpu_bf16"):  # unset: the keys runs had before the option existed
             if d[k] in (None, False):
@@ -88,29 +91,120 @@ class PolicySettings:
         return d
 
 
-@dataclass(frozen=True)
-class StudySettings:
-    """What notebooks 03-05 vary and measure beyond the shared policy budget (PolicySettings)."""
+TIERS = ("high", "low")  # notebook 01's quality tiers (data.QUALITIES; tests/test_budget.py checks they agree)
 
-    madpo_variant_quality: str = "high"  # notebook 02 runs MADPO's c_max 2 point, its ablation and IPO on this tier
-    madpo_ipo_both_tiers: bool = True  # notebook 02: IPO on both tiers (False: on the variant tier only)
-    madpo_test_pairs: int = 600  # held-out pairs of both tiers 02 ranks, turned to agree with the truth (a fixed sample)
-    extra_seeds: int | None = None  # variants, ablations and baselines outside a headline comparison: first n seeds
-    noise_quality: str = "low"  # notebook 03 flips labels of this tier (its labels agree with the truth most)
-    noise_rates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)  # SimPO and gamma-SimPO (03's headline)
-    noise_dpo_rates: tuple[float, ...] = (0.0, 0.4)  # DPO and gamma-DPO (03), with `extra_seeds` seeds
-    noise_test_pairs: int = 600  # clean held-out pairs notebook 03 ranks (a fixed sample of both tiers')
-    ranking_quality: str = "high"  # notebook 04 trains on this tier (subtle margins, many misranked pairs)
-    ranking_epochs: float = 2.0  # notebook 04: passes over the data, so that over-fitting has time to show
-    ranking_methods: tuple[str, ...] = ("dpo", "ipo", "simpo", "amapo")  # notebook 04's methods
-    track_every: int = 4  # optimizer steps between measurements during training (notebook 04)
-    track_train_pairs: int = 48  # training pairs measured during training (notebook 04)
-    track_test_pairs: int = 48  # held-out pairs measured during training (notebook 04; all of them at the end)
-    ranking_test_pairs: int = 700  # held-out pairs notebook 04 ranks at the end (a fixed sample of the tier's)
-    mmpo_quality: str = "high"  # notebook 05 trains reward models and policies on this tier
-    mmpo_gamma_bt: float = 9.9  # 05: the authors' 2.2 (UltraFeedback's 1-10 scores) x 4.5 (VADER's range is 2, not 9)
-    mmpo_test_pairs: int = 600  # held-out pairs of both tiers notebook 05 measures (a fixed sample)
-    bt_scales: tuple[float, ...] = (1.35, 4.95, 9.9)  # 05: gamma_bt tried on the reward model (with label_scale)
+
+def _first(seeds, n: int | None) -> tuple:
+    """The seeds runs outside a headline comparison use: the first n (None: all)."""
+    return tuple(seeds[:n])
+
+
+@dataclass(frozen=True)
+class MadpoSettings:
+    """Notebook 02: MADPO against DPO and beta-DPO on both tiers; IPO and MADPO's variants on one tier."""
+
+    variant_quality: str = "high"  # the tier of MADPO's c_max 2 point, its ablation and IPO
+    ipo_both_tiers: bool = True  # IPO on both tiers (False: on the variant tier only)
+    test_pairs: int = 600  # held-out pairs of both tiers ranked, turned to agree with the truth (a fixed sample)
+    extra_seeds: int | None = None  # IPO and the variants: the first n seeds (None: every seed)
+    ablation: bool = True  # MADPO amplification-only / dampening-only runs
+    beta_scales: tuple[float, ...] = (1.0,)  # DPO and MADPO also at these multiples of beta on the variant tier
+    budgets: int = 2  # matched-KL budgets each reward comparison is made at
+    checkpoints: int | None = None  # reward and KL along training (PolicySettings.checkpoints) for this study
+
+    headline = ("dpo", "beta_dpo", "madpo")
+    variants = ("madpo_c2", "madpo_amplify", "madpo_dampen")
+    swept = ("dpo", "madpo")  # the methods whose frontier spans several betas
+
+    def policy_changes(self) -> dict:
+        """PolicySettings this study sets otherwise (the record stores the result)."""
+        return {"checkpoints": self.checkpoints} if self.checkpoints else {}
+
+    def jobs(self, seeds) -> list[dict]:
+        """The notebook's runs, in order: {'setting', 'seed', 'method'} and, for a run at another beta, its 'tier'
+        and 'beta_scale' (its setting names both, e.g. 'high, β×3', so tables keep the beta apart)."""
+        extra = _first(seeds, self.extra_seeds)
+        jobs = [{"setting": q, "seed": s, "method": m} for q in TIERS for s in seeds for m in self.headline]
+        jobs += [{"setting": f"{self.variant_quality}, β×{k:g}", "tier": self.variant_quality, "beta_scale": k,
+                  "seed": s, "method": m} for k in self.beta_scales if k != 1 for s in seeds for m in self.swept]
+        jobs += [{"setting": q, "seed": s, "method": "ipo"}
+                 for q in (TIERS if self.ipo_both_tiers else (self.variant_quality,)) for s in extra]
+        if self.ablation:
+            jobs += [{"setting": self.variant_quality, "seed": s, "method": m} for s in extra for m in self.variants]
+        return jobs
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    """Notebook 03: SimPO and gamma-SimPO at several label-flip rates; DPO and gamma-DPO at some of them."""
+
+    quality: str = "low"  # the tier whose labels are flipped (its labels agree with the truth most)
+    rates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)  # SimPO and gamma-SimPO (the headline)
+    dpo_rates: tuple[float, ...] = (0.0, 0.4)  # DPO and gamma-DPO, with `extra_seeds` seeds
+    test_pairs: int = 600  # clean held-out pairs ranked (a fixed sample of both tiers')
+    extra_seeds: int | None = None
+
+    @staticmethod
+    def setting(rate: float) -> str:
+        return f"{rate:.0%} flipped"
+
+    def jobs(self, seeds) -> list[dict]:
+        """{'setting', 'rate', 'seed', 'method'} for every run of the notebook, in order."""
+        jobs = [{"setting": self.setting(r), "rate": r, "seed": s, "method": m}
+                for r in self.rates for s in seeds for m in ("simpo", "gamma_simpo")]
+        jobs += [{"setting": self.setting(r), "rate": r, "seed": s, "method": m}
+                 for r in self.dpo_rates for s in _first(seeds, self.extra_seeds) for m in ("dpo", "gamma_dpo")]
+        return jobs
+
+
+@dataclass(frozen=True)
+class RankingSettings:
+    """Notebook 04: ranking accuracy along training, and where each loss spends its gradient."""
+
+    quality: str = "high"  # subtle margins, many misranked pairs
+    epochs: float = 2.0  # passes over the data, so that over-fitting has time to show (replaces PolicySettings')
+    methods: tuple[str, ...] = ("dpo", "ipo", "simpo", "amapo")
+    track_every: int = 4  # optimizer steps between measurements during training
+    track_train_pairs: int = 48  # training pairs measured during training
+    track_test_pairs: int = 48  # held-out pairs measured during training (all of them at the end)
+    test_pairs: int = 700  # held-out pairs of the tier ranked at the end (a fixed sample)
+
+    def policy_changes(self) -> dict:
+        """PolicySettings this study sets otherwise (the record stores the result)."""
+        return {"epochs": self.epochs}
+
+    def jobs(self, seeds) -> list[dict]:
+        return [{"setting": self.quality, "seed": s, "method": m} for s in seeds for m in self.methods]
+
+
+@dataclass(frozen=True)
+class MmpoSettings:
+    """Notebook 05: reward models and policies on hard labels against MMPO's soft targets."""
+
+    quality: str = "high"
+    gamma_bt: float = 9.9  # the authors' 2.2 (UltraFeedback's 1-10 scores) x 4.5 (VADER's range is 2, not 9)
+    test_pairs: int = 600  # held-out pairs of both tiers measured (a fixed sample)
+    bt_scales: tuple[float, ...] = (1.35, 4.95, 9.9)  # gamma_bt tried on the reward model (with the label scale)
+    extra_seeds: int | None = None  # MMPO on estimated margins: the first n seeds
+
+    def reward_model_jobs(self, seeds) -> list[dict]:
+        jobs = [{"setting": "reward model", "seed": s, "method": m} for s in seeds for m in ("bradley_terry", "mmpo")]
+        return jobs + [{"setting": "reward model", "seed": s, "method": "mmpo_estimated"}
+                       for s in _first(seeds, self.extra_seeds)]
+
+    def sweep_jobs(self, seeds, label_scale: float) -> list[dict]:
+        """The gamma_bt sweep on the first seed; the headline's gamma_bt is already among the reward models."""
+        scales = sorted((set(self.bt_scales) | {float(label_scale)}) - {self.gamma_bt})
+        return [{"setting": "γ_bt sweep", "seed": seeds[0], "method": "mmpo", "gamma_bt": g} for g in scales]
+
+    def policy_jobs(self, seeds) -> list[dict]:
+        jobs = [{"setting": "policy", "seed": s, "method": m} for s in seeds for m in ("dpo", "mmpo")]
+        return jobs + [{"setting": "policy", "seed": s, "method": "mmpo_estimated"} for s in _first(seeds, self.extra_seeds)]
+
+
+# Which Profile field holds each study notebook's own settings.
+STUDY_SECTIONS = {"02_madpo_imdb": "madpo", "03_gamma_po_noise": "noise", "04_amapo_ranking": "ranking",
+                  "05_mmpo_margins": "mmpo"}
 
 
 @dataclass(frozen=True)
@@ -120,16 +214,29 @@ class Profile:
     bandit: BanditSettings = field(default_factory=BanditSettings)
     data: DataSettings = field(default_factory=DataSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
-    study: StudySettings = field(default_factory=StudySettings)
+    madpo: MadpoSettings = field(default_factory=MadpoSettings)
+    noise: NoiseSettings = field(default_factory=NoiseSettings)
+    ranking: RankingSettings = field(default_factory=RankingSettings)
+    mmpo: MmpoSettings = field(default_factory=MmpoSettings)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def study_settings(self, study: str):
+        """The settings of one study notebook (02-05), e.g. `profiles.get("cpu").study_settings("02_madpo_imdb")`."""
+        if study not in STUDY_SECTIONS:
+            raise ValueError(f"{study!r} has no settings of its own; studies that do: {', '.join(STUDY_SECTIONS)}")
+        return getattr(self, STUDY_SECTIONS[study])
+
 
 _SETTINGS = {
+    # smoke: every step of every notebook runs, 02's frontiers included (reward and KL at 4 points along training on
+    # 8 prompts; DPO and MADPO also at half and twice beta), on the tiny random model.
     "smoke": Profile("smoke", "CI check: tiny random model, a few dozen prompts, minutes on 2 CPU cores",
                      bandit=BanditSettings(n_responses=200, n_pairs=1000, steps=150, batch_size=64, seeds=(0, 1, 2)),
-                     data=DataSettings(rm_val_fraction=0.2, rm_eval_every=5)),
+                     data=DataSettings(rm_val_fraction=0.2, rm_eval_every=5),
+                     policy=PolicySettings(checkpoint_prompts=8),
+                     madpo=MadpoSettings(beta_scales=(0.5, 1.0, 2.0), checkpoints=4)),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),
@@ -149,16 +256,17 @@ _SETTINGS = {
                    # prompts x 2 samples, KL from the first 64 prompts' samples.
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=1.0, batch_size=8, lr=5e-4, lora_r=16,
                                          max_length=96, trim_vocab=8192, n_eval_prompts=256, eval_samples=2,
-                                         eval_max_new_tokens=32, eval_batch_size=128, ablation=True, top_layers=3,
+                                         eval_max_new_tokens=32, eval_batch_size=128, top_layers=3,
                                          train_pairs=1000, kl_prompts=64, cpu_bf16=True),
                    # Each study's headline comparison at full power (3 seeds); outside it, to hold the hour, one
                    # seed (extra_seeds): 02's IPO (high tier only) and MADPO variants, 03's DPO / gamma-DPO, 05's
                    # estimated-margin models and gamma_bt sweep. 03: SimPO / gamma-SimPO at 0, 20, 40 % noise; 04:
                    # 1.5 epochs measured every 25 steps, IPO left out.
-                   study=StudySettings(madpo_ipo_both_tiers=False, extra_seeds=1, track_every=25,
-                                       noise_rates=(0.0, 0.2, 0.4), noise_dpo_rates=(0.4,), ranking_epochs=1.5,
-                                       track_train_pairs=64, track_test_pairs=200,
-                                       ranking_methods=("dpo", "simpo", "amapo"))),
+                   madpo=MadpoSettings(ipo_both_tiers=False, extra_seeds=1),
+                   noise=NoiseSettings(rates=(0.0, 0.2, 0.4), dpo_rates=(0.4,), extra_seeds=1),
+                   ranking=RankingSettings(epochs=1.5, track_every=25, track_train_pairs=64, track_test_pairs=200,
+                                           methods=("dpo", "simpo", "amapo")),
+                   mmpo=MmpoSettings(extra_seeds=1)),
     # gpu: one free Colab T4 (or any one GPU), each notebook <= 60 min. No T4 was lent to this project, so the size
     # comes from the MADPO authors' T4 timings of this very set-up (Gemma-3-270M, LoRA r 16, float32 as
     # env.mixed_precision picks for Gemma 3 on a T4): IPO trained 10,000 pairs of <= 196 tokens in 11:04 an epoch
@@ -178,8 +286,9 @@ _SETTINGS = {
                                      rm_epochs=2.0, rm_batch_size=32, rm_lr=2e-4, rm_lora_r=16),
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=2.0, batch_size=32, lr=2e-4, lora_r=16,
                                          max_length=128, trim_vocab=None, n_eval_prompts=256, eval_samples=2,
-                                         eval_max_new_tokens=48, eval_batch_size=256, ablation=False),
-                   study=StudySettings(noise_rates=(0.0, 0.2, 0.4))),
+                                         eval_max_new_tokens=48, eval_batch_size=256),
+                   madpo=MadpoSettings(ablation=False),
+                   noise=NoiseSettings(rates=(0.0, 0.2, 0.4))),
     # paper: the MADPO authors' scale, for a user with hours (apo_utils/budget.py: 3-9 h a notebook on a T4, less on a
     # GPU with native bf16). IMDB (train split) openings of 20 tokens, 10,000 training and 2,000 held-out pairs a
     # tier, responses up to 176 new tokens (196 with the prompt), 2 epochs at lr 1e-5, one seed, 2,000 evaluation
@@ -200,8 +309,10 @@ _SETTINGS = {
                                        rm_lora_r=16, rm_val_fraction=0.1, rm_eval_every=40, rm_patience=3),
                      policy=PolicySettings(seeds=(0,), epochs=2.0, batch_size=16, lr=1e-5, beta=0.1, lora_r=16,
                                            max_length=196, trim_vocab=None, n_eval_prompts=2_000, eval_samples=1,
-                                           eval_max_new_tokens=176, eval_batch_size=256, ablation=False),
-                     study=StudySettings(noise_rates=(0.0, 0.2, 0.4), track_every=40)),
+                                           eval_max_new_tokens=176, eval_batch_size=256),
+                     madpo=MadpoSettings(ablation=False),
+                     noise=NoiseSettings(rates=(0.0, 0.2, 0.4)),
+                     ranking=RankingSettings(track_every=40)),
 }
 
 

@@ -64,7 +64,7 @@ def pair_logps(model, tok, rows: list[dict], batch_size: int = 16, cache_dir=Non
     if cache_dir is not None and not key:
         raise ValueError("cached log-probs need a `key` naming the model they come from")
     out = np.array(cached_map(run, items, 4 * batch_size, cache_dir, key=key or {}, desc="log-probs",
-                              progress=False), dtype=float).reshape(len(rows), 2, 2)
+                              progress=False, code="ranking"), dtype=float).reshape(len(rows), 2, 2)
     return {"chosen": out[:, 0, 0], "rejected": out[:, 1, 0], "chosen_len": out[:, 0, 1],
             "rejected_len": out[:, 1, 1]}
 
@@ -80,6 +80,18 @@ def implicit_margin(method: str, policy: dict, reference: dict | None = None) ->
     if reference is None:
         raise ValueError(f"{method!r} scores pairs against the reference; pass reference log-probs")
     return (policy["chosen"] - reference["chosen"]) - (policy["rejected"] - reference["rejected"])
+
+
+def correct(margin) -> np.ndarray:
+    """1 where the margin ranks the pair right (> 0), 0 where wrong, 0.5 on a tie (margin exactly 0).
+
+    The kit's one tie rule: a tie, such as DPO's implicit reward before any training, is a coin flip, so
+    it counts as half right. Takes arrays, lists or torch tensors; returns floats (NaN counts as wrong).
+    """
+    if isinstance(margin, torch.Tensor):
+        margin = margin.detach().double().cpu().numpy()
+    m = np.asarray(margin, dtype=float)
+    return np.where(m > 0, 1.0, np.where(m == 0, 0.5, 0.0))
 
 
 def ranking_accuracy(margin: np.ndarray, truth_sign: np.ndarray | None = None) -> float:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from .storage import atomic_write_json, read_json_or_none, repo_root, reuse_counts
+from .storage import atomic_write_json, read_json_or_none, repo_root, reuse_codes, reuse_counts, reuse_mark
 
 PACKAGES = ["torch", "transformers", "trl", "datasets", "accelerate", "peft", "numpy", "matplotlib",
             "vaderSentiment", "papermill"]
@@ -76,7 +76,7 @@ class RunRecord:
         self.study, self.profile = study, profile
         self.dir = Path(figures_dir or repo_root() / "figures") / study / profile
         self.t0 = time.perf_counter()
-        self.reused_at_start = reuse_counts()
+        self.reused_at_start, self.reuse_mark = reuse_counts(), reuse_mark()
         self.data = {
             "study": study,
             "profile": profile,
@@ -120,6 +120,7 @@ class RunRecord:
         now = reuse_counts()
         reused = {k: v - self.reused_at_start.get(k, 0) for k, v in now.items() if v > self.reused_at_start.get(k, 0)}
         self.data["reused"] = reused
+        self.data["reused_code"] = reuse_codes(self.reuse_mark)  # what made them: code_version fingerprints
         if not reused:
             self.data["full_run_s"], self.data["full_run_commit"] = total, self.data["git"].get("commit")
         else:

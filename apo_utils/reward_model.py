@@ -3,29 +3,30 @@
 Training is TRL's RewardTrainer (through `MarginRewardTrainer`, margin_mode="none": any `margin`
 column is ignored so the model learns from labels alone, as in the paper). On a pretrained backbone it
 trains LoRA adapters (r=16 on the attention projections, as the MADPO authors) plus the score head.
-The trained model is saved as safetensors under the run's output folder and reused on a re-run.
+The trained model is saved as safetensors under the run's output folder and reused on a re-run of the same code
+(`lora_run.RunFolder`, the road policies take too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import TrainerCallback
+from safetensors.torch import load_file, save_file
+from transformers import PrinterCallback, TrainerCallback
 from trl import RewardConfig
 from trl.trainer.reward_trainer import DataCollatorForPreference as RewardCollator
 
-from .cache import fingerprint
 from .data import validate_preferences
 from .env import mixed_precision
-from .frozen_layers import FrozenLowerLayers, attached, shared_cache, training_sequences
+from .frozen_layers import attach, attached, training_sequences
+from .lora_run import RunFolder, RunSettings, frozen_lower, lora_config
 from .models import load_reward_model
 from .progress import quiet_progress
-from .storage import atomic_write_bytes, atomic_write_json, note_reuse, read_json_or_none, safetensors_problem
+from .storage import note_reuse
 from .trainer import MarginRewardTrainer
 
 
@@ -40,6 +41,12 @@ def reward_margins(model, tokenizer, rows: list[dict], batch_size: int = 16) -> 
     if lower is not None and lower._installed is None:  # score through the kept lower states: the top layers only
         with lower.installed():
             return reward_margins(model, tokenizer, rows, batch_size)
+    if tokenizer.pad_token_id is None or getattr(model.config, "pad_token_id", None) is None:
+        # a sequence classifier finds each row's last token by its padding: without a pad id it cannot score a batch
+        raise ValueError("reward_margins needs a pad token on the tokenizer and model.config.pad_token_id (to find "
+                         "each response's last token); this tokenizer has none. Set `tokenizer.pad_token = "
+                         "tokenizer.eos_token` and `model.config.pad_token_id = tokenizer.pad_token_id`, as "
+                         "models.load_reward_model does.")
     device = next(model.parameters()).device
     model.eval()
     collate = RewardCollator(pad_token_id=tokenizer.pad_token_id)
@@ -100,114 +107,95 @@ class _EarlyStopping(TrainerCallback):
                         p.copy_(self.state[n])
 
 
-def train_reward_model(train_rows: list[dict], backbone: str, output_dir, *, epochs: float = 1.0,
-                       batch_size: int = 16, lr: float = 1e-4, lora_r: int = 16, max_length: int = 256,
-                       seed: int = 0, progress: bool = True, log=print, margin_mode: str = "none",
-                       gamma_bt: float = 1.0, val_rows: list[dict] | None = None, eval_every: int = 20,
-                       patience: int = 3, top_layers: int | None = None):
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Validation pairs (from prompts not in the training rows), evaluated every `every` optimizer steps; training
+    stops after `patience` evaluations without improvement and the best weights are kept (the MADPO authors')."""
+
+    rows: list
+    every: int = 20
+    patience: int = 3
+
+
+def train_reward_model(train_rows: list[dict], backbone: str, output_dir, settings: RunSettings, *,
+                       margin_mode: str = "none", gamma_bt: float = 1.0, early_stopping: EarlyStopping | None = None,
+                       progress: bool = True, log=print):
     """Train (or reload) the reward model; returns (model, tokenizer, info).
 
     margin_mode="none" is the plain Bradley-Terry model; "soft" trains on MMPO's soft targets
     sigma(gamma_bt * margin) from each row's `margin` (see `trainer.MarginRewardTrainer`).
-    val_rows: validation pairs (from prompts not in train_rows): evaluated every `eval_every` steps, training
-    stops after `patience` evaluations without improvement and the best weights are kept; info['curve'] holds
-    the validation curve, info['train_log'] the training loss. `epochs` is then the most it may train.
-    top_layers: LoRA on the top `top_layers` layers only, the frozen layers below run once per text
-    (`frozen_layers.py`); None trains LoRA on every layer, as the MADPO authors.
+    early_stopping: info['curve'] holds the validation curve, info['train_log'] the training loss; settings.epochs is
+    then the most it may train. settings.lora_r 0 trains every weight (the tiny smoke model).
     """
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
 
     validate_preferences(train_rows, require_margin=margin_mode != "none", check_margin=margin_mode != "none",
                          where="train_rows")
-    # (plain models keep the key they always had, so earlier runs' reward models are still found)
-    mode_key = [] if margin_mode == "none" else [margin_mode, float(gamma_bt),
-                                                  [float(r["margin"]) for r in train_rows]]
-    stop_key = [] if val_rows is None else [{"val": [(r["prompt"], r["chosen"], r["rejected"]) for r in val_rows],
-                                            "eval_every": eval_every, "patience": patience}]
-    stop_key += [] if top_layers is None else [{"top_layers": top_layers}]
-    key = fingerprint(backbone, epochs, batch_size, lr, lora_r, max_length, seed,
-                      [(r["prompt"], r["chosen"], r["rejected"]) for r in train_rows], *mode_key, *stop_key)
-    folder = Path(output_dir) / f"reward_model-{key}"
-    model, tok, prov = load_reward_model(backbone, seed=seed, log=log)
+    mode_key = [] if margin_mode == "none" else [margin_mode, float(gamma_bt), [float(r["margin"]) for r in train_rows]]
+    stop_key = [] if early_stopping is None else [{
+        "val": [(r["prompt"], r["chosen"], r["rejected"]) for r in early_stopping.rows],
+        "eval_every": early_stopping.every, "patience": early_stopping.patience}]
+    run = RunFolder(output_dir, "reward_model", [backbone, settings.key(), [(r["prompt"], r["chosen"], r["rejected"])
+                                                                           for r in train_rows], *mode_key, *stop_key],
+                    module=__name__.split(".")[-1])
+    folder = run.path
+    model, tok, prov = load_reward_model(backbone, seed=settings.seed, log=log)
     n_layers = model.config.num_hidden_layers
-    info = {"backbone": prov, "key": key, "lora_r": lora_r, "epochs": epochs, "lr": lr,
+    settings.check(n_layers)
+    info = {"backbone": prov, "key": run.key, "lora_r": settings.lora_r, "epochs": settings.epochs, "lr": settings.lr,
             "n_train": len(train_rows), "margin_mode": margin_mode, "gamma_bt": gamma_bt}
-    done = folder / "DONE"
-    weights = folder / "model" / ("adapter_model.safetensors" if lora_r else "model.safetensors")
-    if done.exists() and (problem := safetensors_problem(weights)):
-        warnings.warn(f"reward model {folder} is damaged ({weights.name}: {problem}); training it again", stacklevel=2)
-        done.unlink()
-    if done.exists():
+    weights = folder / "model" / ("adapter_model.safetensors" if settings.lora_r else "model.safetensors")
+    if run.finished(weights):
         log(f"reward model: reusing {folder}")
-        if lora_r:
+        if settings.lora_r:
             model = PeftModel.from_pretrained(model, folder / "model")
         else:
-            from safetensors.torch import load_file
-
-            model.load_state_dict(load_file(folder / "model" / "model.safetensors"))
-        info.update(read_json_or_none(folder / "info.json") or {})
-        if top_layers is not None:
-            model._apo_frozen_lower = FrozenLowerLayers(model, n_layers - top_layers,
-                                                        cache=shared_cache("reward", backbone, n_layers - top_layers))
+            model.load_state_dict(load_file(weights))
+        info.update(run.info())
+        attach(model, frozen_lower(model, "reward", backbone, settings, n_layers))
         info["reused"] = True
-        note_reuse("reward models")
+        note_reuse("reward models", code=run.code)
         return model.eval(), tok, info
     cols = ["prompt", "chosen", "rejected"] + (["margin"] if margin_mode != "none" else [])
     ds = Dataset.from_list([{c: r[c] for c in cols} for r in train_rows])
     args = RewardConfig(
-        output_dir=str(folder / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-        learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=5, save_strategy="no",
-        report_to="none", **mixed_precision(model), use_cpu=not torch.cuda.is_available(), seed=seed,
-        data_seed=seed, max_length=max_length, disable_tqdm=not progress, dataloader_num_workers=0,
+        output_dir=str(folder / "trainer"), num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size, learning_rate=settings.lr, lr_scheduler_type="cosine",
+        warmup_steps=0.03, logging_steps=5, save_strategy="no", report_to="none", **mixed_precision(model),
+        use_cpu=not torch.cuda.is_available(), seed=settings.seed, data_seed=settings.seed,
+        max_length=settings.max_length, disable_tqdm=not progress, dataloader_num_workers=0,
         # TRL's RewardConfig turns activation checkpointing on: it recomputes the forward pass during the
-        # backward one to save memory a 270M model does not need, and changes no result (as in train_policy).
-        gradient_checkpointing=False,
+        # backward one to save memory a 270M model does not need, and changes no result (as for policies).
+        activation_checkpointing=False,
     )
-    if top_layers is not None and not (isinstance(top_layers, int) and 0 < top_layers < n_layers):
-        raise ValueError(f"top_layers must be a whole number in 1..{n_layers - 1} for this backbone, got {top_layers!r}")
-    if top_layers is not None and not lora_r:
-        raise ValueError("top_layers needs LoRA (lora_r > 0): full fine-tuning trains every layer")
-    peft_config = None
-    if lora_r:
-        only_top = {} if top_layers is None else {"layers_to_transform": list(range(n_layers - top_layers, n_layers)),
-                                                  "layers_pattern": "layers"}
-        peft_config = LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
-                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], **only_top)
-    from transformers import PrinterCallback
-
     with contextlib.nullcontext() if progress else quiet_progress():
         trainer = MarginRewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                      peft_config=peft_config, margin_mode=margin_mode, gamma_bt=gamma_bt)
+                                      peft_config=lora_config("SEQ_CLS", settings, n_layers), margin_mode=margin_mode,
+                                      gamma_bt=gamma_bt)
         if not progress:  # the info dict keeps the log; no line per logging step in the notebook
             trainer.remove_callback(PrinterCallback)
-        lower = None
-        if top_layers is not None:
-            lower = FrozenLowerLayers(trainer.model, n_layers - top_layers,
-                                      cache=shared_cache("reward", backbone, n_layers - top_layers))
+        lower = frozen_lower(trainer.model, "reward", backbone, settings, n_layers)
+        if lower is not None:
             lower.precompute(training_sequences(trainer.train_dataset, None))
         stopper = None
-        if val_rows:
-            stopper = _EarlyStopping(trainer.model, tok, val_rows, eval_every, patience)
+        if early_stopping is not None and early_stopping.rows:
+            stopper = _EarlyStopping(trainer.model, tok, early_stopping.rows, early_stopping.every,
+                                     early_stopping.patience)
             trainer.add_callback(stopper)
         with lower.installed() if lower else contextlib.nullcontext():
             trainer.train()
-    model = trainer.model
-    if lower is not None:
-        model._apo_frozen_lower = lower  # reward_margins scores through it: the top layers only
+    model = attach(trainer.model, lower)  # reward_margins scores through it: the top layers only
     if stopper is not None:
         stopper.restore_best()
         info.update(curve=stopper.curve, best_step=stopper.best_step, stopped_step=trainer.state.global_step,
                     max_steps=trainer.state.max_steps, stopped_early=trainer.state.global_step < trainer.state.max_steps)
-    if lora_r:
+    if settings.lora_r:
         model.save_pretrained(folder / "model")  # adapters + score head, safetensors
     else:
-        from safetensors.torch import save_file
-
         (folder / "model").mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model" / "model.safetensors")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
     info["train_log"] = [h for h in trainer.state.log_history if "loss" in h]
-    atomic_write_json(folder / "info.json", {k: v for k, v in info.items() if k != "reused"})
-    atomic_write_bytes(done, b"ok\n")
+    run.finish(info)
     info["reused"] = False
     return model.eval(), tok, info
 
@@ -275,3 +263,9 @@ def bag_of_words_reference(train_rows: list[dict], val_rows: list[dict], test_ro
     est = (xs @ fits[best]).numpy()
     return {**margin_quality(est, test_rows), "l2": best, "val_loss": val_loss[best], "vocabulary": len(vocab),
             "n_train": len(train_rows), "estimates": est}
+
+
+def reward_model_settings(data, seed: int) -> RunSettings:
+    """How a profile's reward model trains (`profiles.DataSettings`' rm_* fields), for notebooks 01 and 05."""
+    return RunSettings(epochs=data.rm_epochs, batch_size=data.rm_batch_size, lr=data.rm_lr, lora_r=data.rm_lora_r,
+                       max_length=256, seed=seed, top_layers=data.rm_top_layers)

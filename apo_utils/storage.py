@@ -119,12 +119,45 @@ def safetensors_problem(path: str | os.PathLike) -> str | None:
 # A run record compares it before and after a study: a run that reused nothing is a full run, and only a full
 # run's wall time may be reported as what the study costs.
 _reused: Counter = Counter()
+_reused_code: list[tuple[str, str]] = []  # (what, fingerprint of the code that made it), in the order taken
 
 
-def note_reuse(what: str, n: int = 1):
+def note_reuse(what: str, n: int = 1, code: str | None = None):
+    """Count what was taken from a cache; `code`: the fingerprint of the code that made it (code_version), which a
+    cache key includes, so it is also the code running now."""
     if n:
         _reused[what] += int(n)
+        if code:
+            _reused_code.append((what, code))
 
 
 def reuse_counts() -> dict[str, int]:
     return dict(_reused)
+
+
+def reuse_codes(since: int = 0) -> dict[str, list[str]]:
+    """{what: fingerprints of the code that made what was reused} for the reuses after the first `since`."""
+    out: dict[str, set] = {}
+    for what, code in _reused_code[since:]:
+        out.setdefault(what, set()).add(code)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def reuse_mark() -> int:
+    return len(_reused_code)
+
+
+# `reproduce --force` sets this to the time it started: a cache entry written before then is not trusted, so every
+# step computes again (an entry the forced run itself writes is reused within it, and a later plain run resumes).
+RECOMPUTE_SINCE = "APO_RECOMPUTE_SINCE"
+
+
+def made_before_recompute(path: str | os.PathLike) -> bool:
+    """True when a recompute was asked for (RECOMPUTE_SINCE) and `path` was written before it."""
+    since = os.environ.get(RECOMPUTE_SINCE)
+    if not since:
+        return False
+    try:
+        return Path(path).stat().st_mtime < float(since)
+    except FileNotFoundError:
+        return False

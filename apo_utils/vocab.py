@@ -181,3 +181,17 @@ def kept_mass(model, tokenizer, kept_tokens: list[str], prompts: list[str], max_
                          return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
     probs = torch.stack([torch.softmax(x.float(), -1)[:, mask].sum(-1) for x in out.logits])
     return float(probs.mean())
+
+
+def study_backbone(policy: str, trim_vocab: int | None, texts: list[str], log=print) -> str:
+    """The backbone every method of a study starts from: `policy`, or its vocabulary-trimmed copy (cpu profile).
+
+    Trimming is skipped for the tiny smoke model (its vocabulary is already small).
+    """
+    from .env import cache_dir
+    from .models import load_causal_lm
+
+    if trim_vocab is None or policy == "tiny":
+        return policy
+    model, tok, _ = load_causal_lm(policy, log=lambda *_: None)
+    return str(trim_vocabulary(model, tok, texts, cache_dir() / "trimmed", keep_first=trim_vocab, log=log))

@@ -36,3 +36,47 @@ def test_paper_profile_is_the_authors_scale():
 
 def test_readme_shows_the_current_estimates():
     assert budget.markdown() in README.read_text(), "README.md: paste the table `python -m apo_utils.budget` prints"
+
+
+def test_each_notebook_trains_the_grid_the_budget_counts():
+    """The budget counts the job grids of profiles.py; each study notebook must train exactly those lists (no grid
+    of its own beside them), and the tiers the grids use are notebook 01's."""
+    import json
+    import re
+
+    from apo_utils.data import QUALITIES
+    from apo_utils.storage import repo_root
+
+    assert profiles.TIERS == tuple(QUALITIES)
+    calls = {"02_madpo_imdb": ["settings.jobs(study.seeds)"], "03_gamma_po_noise": ["settings.jobs(study.seeds)"],
+             "04_amapo_ranking": ["settings.jobs(study.seeds)"],
+             "05_mmpo_margins": ["settings.reward_model_jobs(study.seeds)", "settings.sweep_jobs(study.seeds",
+                                 "settings.policy_jobs(study.seeds)"]}
+    for nb, expected in calls.items():
+        cells = json.loads((repo_root() / "notebooks" / f"{nb}.ipynb").read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        for call in expected:
+            assert call in code, f"{nb} no longer trains {call}: update budget.estimate with it"
+        # every study.run(...) is given one of the grids (a name bound to one of the calls above)
+        bound = {m.group(1) for m in re.finditer(r"^(\w+) = settings\.\w*jobs\(", code, re.M)}
+        runs = re.findall(r"study\.run\((\w+),", code)
+        assert runs and set(runs) <= bound, f"{nb} runs {runs}, the grids are {bound}"
+
+
+def test_the_grids_count_what_the_cpu_records_ran():
+    """Where a committed cpu record ran at today's settings, its number of runs is what the grids give."""
+    from apo_utils import summary
+
+    grids = {"02_madpo_imdb": lambda p: len(p.madpo.jobs(p.policy.seeds)),
+             "03_gamma_po_noise": lambda p: len(p.noise.jobs(p.policy.seeds)),
+             "04_amapo_ranking": lambda p: len(p.ranking.jobs(p.policy.seeds)),
+             "05_mmpo_margins": lambda p: (len(p.mmpo.policy_jobs(p.policy.seeds))
+                                           + len(p.mmpo.reward_model_jobs(p.policy.seeds))
+                                           + len(p.mmpo.sweep_jobs(p.policy.seeds, p.data.label_scale)))}
+    cpu = profiles.get("cpu")
+    # what the committed cpu records ran (05 lists its policies, reward models and the sweep's extra models)
+    expected = {"02_madpo_imdb": 22, "03_gamma_po_noise": 20, "04_amapo_ranking": 9, "05_mmpo_margins": 7 + 7 + 3}
+    assert {k: f(cpu) for k, f in grids.items()} == expected
+    for rec in summary.records(committed_only=True):
+        if rec["profile"] == "cpu" and rec["study"] in grids and not summary.settings_changed(rec):
+            assert rec["metrics"]["runs_total"] == grids[rec["study"]](cpu), rec["_path"]

@@ -1,4 +1,4 @@
-from apo_utils.rewards import VaderScorer
+from apo_utils.ground_truth import VaderScorer
 
 import pytest
 

@@ -4,51 +4,14 @@ Counted from the source with `ast`, so imports inside functions count too: a fun
 cycle from Python at import time, not from a reader.
 """
 
-import ast
-from pathlib import Path
-
-import apo_utils
-
-PACKAGE_DIR = Path(apo_utils.__file__).parent
+from apo_utils.code_version import PACKAGE_DIR, import_graph
 
 # Small helpers every other module may use; they must not reach the trainers, the studies or the scripts.
-BASE = {"env", "storage", "losses", "stats", "prompts", "tiny", "progress", "cache", "plotting"}
-UPPER = {"study", "trainer", "reward_model", "summary", "reproduce"}
-# What notebooks and command lines call: nothing in the package imports them (reward_model once took a helper
-# from study; such a helper belongs in a module below both).
-TOP = {"skeleton", "summary", "reproduce", "bench"}  # study.py is what skeleton.py builds on
-
-
-def import_graph(package_dir, package: str) -> dict[str, set[str]]:
-    """{module: modules of the same package it imports}, module-level and function-level imports alike."""
-    package_dir, prefix = Path(package_dir), package.split(".")
-    modules = {p.stem for p in package_dir.glob("*.py")}
-
-    def owner(dotted: str) -> str | None:
-        """The package's module that `dotted` names or lies in ('__init__' for the package), else None."""
-        parts = dotted.split(".")
-        if parts[: len(prefix)] != prefix:
-            return None
-        rest = parts[len(prefix):]
-        if not rest:
-            return "__init__"
-        return rest[0] if rest[0] in modules else None
-
-    graph = {}
-    for name in sorted(modules):
-        tree = ast.parse((package_dir / f"{name}.py").read_text(), filename=f"{name}.py")
-        found = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                found |= {owner(a.name) for a in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                stem = node.module or ""
-                if node.level:  # relative: resolve against this module's package
-                    stem = ".".join(prefix[: len(prefix) - node.level + 1] + ([stem] if stem else []))
-                # `from . import x` names module x; `from .m import x` names something in module m.
-                found |= {owner(f"{stem}.{a.name}") or owner(stem) for a in node.names}
-        graph[name] = found - {None, name}
-    return graph
+BASE = {"env", "storage", "losses", "stats", "prompts", "tiny", "progress", "cache", "plotting", "code_version"}
+UPPER = {"study", "trainer", "reward_model", "policy_training", "lora_run", "summary", "reproduce"}
+# What notebooks and command lines call: nothing in the package imports them (a helper two of them need belongs in
+# a module below both).
+TOP = {"study", "summary", "reproduce", "bench"}  # study.py is what the study notebooks build on
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -122,3 +85,12 @@ def test_nothing_in_the_package_imports_the_top_modules():
     assert TOP <= set(graph), "a top module was renamed: update this test"
     upward = sorted(f"{low} -> {high}" for low, highs in graph.items() for high in highs & TOP)
     assert not upward, "modules import a top module (notebook / command-line entry point): " + "; ".join(upward)
+
+
+def test_the_readme_module_table_lists_every_module():
+    from apo_utils.storage import repo_root
+
+    readme = (repo_root() / "README.md").read_text()
+    table = readme[readme.index("## Package"):readme.index("## Benchmarks")]
+    missing = sorted(m for m in import_graph() if m != "__init__" and f"`{m}.py`" not in table)
+    assert not missing, f"README.md's Package table does not list: {missing}"

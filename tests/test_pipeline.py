@@ -1,15 +1,18 @@
 """The sentiment preference pipeline on the smoke model: prompts, generation (kill and resume), scorers,
 pairs, quality levels and the reward model of MADPO step 1."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from apo_utils import env, models, profiles
+from apo_utils import env, models, profiles, reward_model
 from apo_utils.data import load_pairs, make_pairs, pairs_path, save_pairs, split_pairs
 from apo_utils.generation import generate
+from apo_utils.lora_run import RunSettings
 from apo_utils.prompts import load_prompts, offline_prompts
-from apo_utils.reward_model import margin_quality, reward_margins, train_reward_model
-from apo_utils.rewards import ClassifierScorer, VaderScorer, make_scorer
+from apo_utils.reward_model import margin_quality, reward_margins
+from apo_utils.ground_truth import ClassifierScorer, VaderScorer, make_scorer
 from apo_utils.tiny import tiny_causal_lm, tiny_reward_model, tiny_tokenizer, tiny_word_tokenizer
 
 
@@ -17,6 +20,16 @@ from apo_utils.tiny import tiny_causal_lm, tiny_reward_model, tiny_tokenizer, ti
 def tiny():
     tok = tiny_word_tokenizer()
     return tiny_causal_lm(tok, seed=0), tok
+
+
+def train_reward_model(rows, backbone, folder, val_rows=None, eval_every=20, patience=3, **kw):
+    """reward_model.train_reward_model, called with the run's settings as plain keywords (as these tests are written;
+    the defaults the keyword form had): RunSettings fields become the typed settings, val_rows an EarlyStopping."""
+    fields = {f.name for f in dataclasses.fields(RunSettings)}
+    defaults = dict(epochs=1.0, batch_size=16, lr=1e-4, lora_r=16, max_length=256, seed=0)
+    settings = RunSettings(**{**defaults, **{k: kw.pop(k) for k in list(kw) if k in fields}})
+    stopping = None if val_rows is None else reward_model.EarlyStopping(val_rows, eval_every, patience)
+    return reward_model.train_reward_model(rows, backbone, folder, settings, early_stopping=stopping, **kw)
 
 
 def test_offline_prompts_are_distinct_deterministic_and_say_where_they_come_from():
@@ -152,8 +165,6 @@ def test_reward_model_learns_the_scorer_and_is_reused(tmp_path):
 
 def test_reward_model_trains_without_activation_checkpointing(tmp_path, monkeypatch):
     """TRL's RewardConfig asks for it; it only recomputes activations, so train_reward_model turns it off."""
-    from apo_utils import reward_model
-
     seen = []
     original = reward_model.MarginRewardTrainer.__init__
 
@@ -163,8 +174,8 @@ def test_reward_model_trains_without_activation_checkpointing(tmp_path, monkeypa
 
     monkeypatch.setattr(reward_model.MarginRewardTrainer, "__init__", init)
     rows = [{"prompt": f"Film {i} was", "chosen": " great and lovely", "rejected": " dull"} for i in range(16)]
-    reward_model.train_reward_model(rows, "tiny", tmp_path, epochs=1, batch_size=8, lr=1e-3, lora_r=0,
-                                    progress=False, log=lambda *_: None)
+    train_reward_model(rows, "tiny", tmp_path, epochs=1, batch_size=8, lr=1e-3, lora_r=0, progress=False,
+                       log=lambda *_: None)
     assert len(seen) == 1 and seen[0].gradient_checkpointing is False
 
 
@@ -198,3 +209,12 @@ def test_reward_model_on_top_layers_matches_its_full_forward(tmp_path):
     assert np.mean(reward_margins(rm, rtok, rows) > 0) > 0.9  # learnt the obvious ordering
     with pytest.raises(ValueError, match="top_layers needs LoRA"):
         train_reward_model(rows, "tiny", tmp_path / "b", lora_r=0, progress=False, log=lambda *_: None, top_layers=1)
+
+
+def test_reward_margins_without_a_pad_token_says_what_to_set():
+    """A tokenizer without a pad token used to fail deep in the collator with `full(): ... NoneType`."""
+    rm, tok, _ = models.load_reward_model("tiny", seed=0, log=lambda *_: None)
+    tok.pad_token = None
+    rows = [{"prompt": "Film was", "chosen": " great", "rejected": " dull"}] * 2
+    with pytest.raises(ValueError, match=r"reward_margins needs a pad token.*tokenizer.pad_token = tokenizer.eos_token"):
+        reward_margins(rm, tok, rows)

@@ -1,5 +1,7 @@
 """train_policy / evaluate_policy / train_and_evaluate on the smoke model: trains LoRA adapters, reuses them, measures reward and KL."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -7,10 +9,21 @@ import torch
 from apo_utils.data import make_pairs
 from apo_utils.generation import generate
 from apo_utils.prompts import offline_prompts
-from apo_utils.rewards import VaderScorer
+from apo_utils.ground_truth import VaderScorer
 from apo_utils.evaluation import completion_logprobs, evaluate_policy
-from apo_utils.training import train_policy
+from apo_utils import policy_training
+from apo_utils.lora_run import RunSettings
 from apo_utils.tiny import tiny_causal_lm, tiny_word_tokenizer
+
+_SETTINGS = {f.name for f in dataclasses.fields(RunSettings)}
+
+
+def train_policy(method, rows, backbone, folder, track=None, track_every=None, track_key=None, **kw):
+    """policy_training.train_policy, called with the run's settings as plain keywords (as these tests are written):
+    RunSettings fields become the typed settings, track/track_every/track_key a Tracking."""
+    settings = RunSettings(**{k: kw.pop(k) for k in list(kw) if k in _SETTINGS})
+    tracking = None if track is None else policy_training.Tracking(track, track_every, track_key)
+    return policy_training.train_policy(method, rows, backbone, folder, settings, track=tracking, **kw)
 
 
 def _pairs(n=64):
@@ -209,7 +222,7 @@ def test_a_damaged_checkpoint_is_passed_over_for_an_earlier_one(tmp_path):
 def test_top_layer_training_with_kept_lower_layers(tmp_path, monkeypatch):
     """LoRA on the top layer only, the lower one run once per text: adapters only up there, the same steps as
     the same run through every layer (the kept states are the full model's), and measurements still work."""
-    from apo_utils import training
+    from apo_utils import frozen_layers
 
     rows = _pairs(16)
     kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, seed=0)
@@ -218,13 +231,11 @@ def test_top_layer_training_with_kept_lower_layers(tmp_path, monkeypatch):
     lora = [n for n, p in model.named_parameters() if "lora_" in n]
     assert lora and all(".layers.1." in n for n in lora)
     assert [e["step"] for e in info["track"]] == [0, 2, 4]
-    from apo_utils import frozen_layers
-
     assert any(len(kept) for key, kept in frozen_layers._SHARED.items() if key[0] == "policy")
     # The same parametrisation run through every layer (kept states switched off): every step's loss agrees.
     import contextlib
 
-    monkeypatch.setattr(training.FrozenLowerLayers, "installed", lambda self: contextlib.nullcontext())
+    monkeypatch.setattr(frozen_layers.FrozenLowerLayers, "installed", lambda self: contextlib.nullcontext())
     _, _, plain = train_policy("dpo", rows, "tiny", tmp_path / "plain", top_layers=1, **kw)
     np.testing.assert_allclose([h["loss"] for h in plain["log"]], [h["loss"] for h in info["log"]], rtol=1e-5)
     assert len(info["log"]) == 4
@@ -233,19 +244,17 @@ def test_top_layer_training_with_kept_lower_layers(tmp_path, monkeypatch):
 
 
 def test_a_runs_cache_key_ignores_other_seeds_and_extra_runs_and_beta_is_chosen_once(tmp_path):
-    """Adding a seed or an ablation to the profile must not invalidate finished runs; anything that changes
+    """Adding a seed (or evaluating more prompts) must not invalidate finished runs; anything that changes
     this run (its own beta, the learning rate) must. beta: the method's own if given, else the profile's."""
-    import dataclasses
-
     from apo_utils import profiles
-    from apo_utils.study import train_and_evaluate
+    from apo_utils.policy_runs import train_and_evaluate
 
     rows = _pairs(16)
     P = dataclasses.replace(profiles.get("smoke").policy, seeds=(0,), epochs=1, batch_size=8, lora_r=4, beta=0.3)
     run = lambda P, **kw: train_and_evaluate("dpo", "dpo", rows, [], None, "tiny", tmp_path, P, seed=0, **kw)  # noqa: E731
     first = run(P)
     assert first["reused"] is False
-    assert run(dataclasses.replace(P, seeds=(0, 1, 2), ablation=not P.ablation))["reused"] is True
+    assert run(dataclasses.replace(P, seeds=(0, 1, 2), n_eval_prompts=P.n_eval_prompts + 8))["reused"] is True
     assert run(dataclasses.replace(P, lr=P.lr / 2))["reused"] is False
     own = run(P, loss_kwargs={"beta": 0.7})
     assert own["reused"] is False
@@ -257,19 +266,17 @@ def test_a_runs_cache_key_ignores_other_seeds_and_extra_runs_and_beta_is_chosen_
 def test_top_layer_runs_take_the_reference_at_each_step_with_the_same_losses(tmp_path, monkeypatch):
     """With kept lower layers TRL's reference pass before training would run the whole model over every pair;
     train_policy computes the reference at each step from the kept states instead, and the losses agree."""
-    from apo_utils import training
-
     rows = _pairs(16)
     kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, top_layers=1)
     _, _, per_step = train_policy("dpo", rows, "tiny", tmp_path / "per_step", **kw)
-    original = training.DPOConfig
+    original = policy_training.DPOConfig
     forced = []
 
     def precompute(*a, **k):
         forced.append(k["precompute_ref_log_probs"])
         return original(*a, **{**k, "precompute_ref_log_probs": True})
 
-    monkeypatch.setattr(training, "DPOConfig", precompute)
+    monkeypatch.setattr(policy_training, "DPOConfig", precompute)
     _, _, before = train_policy("dpo", rows, "tiny", tmp_path / "precomputed", **kw)
     assert forced == [False]  # what train_policy asked for with top_layers
     np.testing.assert_allclose([h["loss"] for h in per_step["log"]], [h["loss"] for h in before["log"]], rtol=1e-5)
@@ -312,3 +319,84 @@ def test_measurements_during_bf16_training_are_taken_in_float32(tmp_path):
         np.testing.assert_allclose(completion_logprobs(model, tok, ["Film was", "A plot"], [" great fun", " dull"]),
                                    start, atol=1e-5)
 
+
+
+def test_an_edit_to_the_code_a_run_reaches_trains_it_again_and_only_that(tmp_path, monkeypatch):
+    """A learner edits dpo_loss: the finished policy is not handed back as `reused`; code the run does not reach
+    (sampling) keeps its cache key. The info says which code made the run."""
+    import shutil
+
+    from apo_utils import code_version
+
+    rows = _pairs(16)
+    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=8, lr=5e-3, lora_r=4, log=lambda *_: None)
+    _, _, first = train_policy("dpo", rows, "tiny", tmp_path / "runs", **kw)
+    assert train_policy("dpo", rows, "tiny", tmp_path / "runs", **kw)[2]["reused"]
+    sampling = code_version.fingerprint("generation")
+    copy = tmp_path / "apo_utils"  # the package as the learner's edit leaves it
+    shutil.copytree(code_version.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    losses = copy / "losses.py"
+    losses.write_text(losses.read_text().replace("def dpo_loss(", "def dpo_loss(  # edited\n", 1))
+    monkeypatch.setattr(code_version, "PACKAGE_DIR", copy)
+    _, _, again = train_policy("dpo", rows, "tiny", tmp_path / "runs", **kw)
+    assert not again["reused"] and again["key"] != first["key"] and again["code"] != first["code"]
+    assert code_version.fingerprint("generation") == sampling  # generation.py does not reach losses.py
+
+
+def test_a_forced_recompute_trains_again_what_was_made_before_it(tmp_path, monkeypatch):
+    """`reproduce --force` sets APO_RECOMPUTE_SINCE: a run finished before then is trained again (not `reused`),
+    one finished after it is reused as usual."""
+    import time
+
+    from apo_utils.storage import RECOMPUTE_SINCE
+
+    rows = _pairs(16)
+    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=8, lr=5e-3, lora_r=4, log=lambda *_: None)
+    train_policy("dpo", rows, "tiny", tmp_path, **kw)
+    time.sleep(0.05)
+    monkeypatch.setenv(RECOMPUTE_SINCE, str(time.time()))
+    assert not train_policy("dpo", rows, "tiny", tmp_path, **kw)[2]["reused"]
+    assert train_policy("dpo", rows, "tiny", tmp_path, **kw)[2]["reused"]
+
+
+@pytest.mark.parametrize("top_layers", [None, 1])
+def test_reward_and_kl_are_measured_along_training_for_a_frontier(tmp_path, top_layers):
+    """Checkpoints: the start (the policy is the reference: KL 0), every k steps, and the end, the last from the full
+    evaluation; sampling mid-training works also while the kept lower states are installed."""
+    from apo_utils import profiles
+    from apo_utils.ground_truth import VaderScorer
+    from apo_utils.policy_runs import Checkpoints, train_and_evaluate
+
+    rows = _pairs(32)
+    prompts = offline_prompts(8, seed=3)
+    P = dataclasses.replace(profiles.get("smoke").policy, seeds=(0,), epochs=1, batch_size=8, lr=5e-3, lora_r=4,
+                            top_layers=top_layers, eval_max_new_tokens=6, eval_samples=2)
+    result = train_and_evaluate("dpo", "dpo", rows, prompts, VaderScorer(), "tiny", tmp_path, P, seed=0,
+                                loss_kwargs={"beta": 0.5}, checkpoints=Checkpoints(every=2, prompts=3))
+    steps = [p["step"] for p in result["frontier"]]
+    assert steps == [0, 2, 4]  # 32 pairs, batches of 8: four steps
+    start, end = result["frontier"][0], result["frontier"][-1]
+    assert abs(start["kl"]) < 1e-4 and len(start["prompt_rewards"]) == 3
+    assert end["kl"] == result["kl"] and end["prompt_rewards"] == result["prompt_rewards"] and len(end["prompt_rewards"]) == 8
+    assert end["kl"] > 0 and result["beta"] == 0.5
+    again = train_and_evaluate("dpo", "dpo", rows, prompts, VaderScorer(), "tiny", tmp_path, P, seed=0,
+                               loss_kwargs={"beta": 0.5}, checkpoints=Checkpoints(every=2, prompts=3))
+    assert again["reused"] and again["frontier"] == result["frontier"]
+
+
+def test_measuring_along_training_leaves_the_training_unchanged(tmp_path):
+    """Sampling at a checkpoint re-seeds torch's generator; the tracker restores it, so a run measured along the way
+    trains exactly as one that is not (same losses at every step)."""
+    from apo_utils import profiles
+    from apo_utils.ground_truth import VaderScorer
+    from apo_utils.policy_runs import Checkpoints, train_and_evaluate
+
+    rows = _pairs(32)
+    P = dataclasses.replace(profiles.get("smoke").policy, seeds=(0,), epochs=1, batch_size=8, lr=5e-3, lora_r=4,
+                            eval_max_new_tokens=6)
+    run = lambda folder, **kw: train_and_evaluate("dpo", "dpo", rows, offline_prompts(4, seed=3), VaderScorer(),  # noqa: E731
+                                                  "tiny", tmp_path / folder, P, seed=0, **kw)
+    plain, measured = run("plain"), run("measured", checkpoints=Checkpoints(every=1, prompts=2))
+    assert len(measured["frontier"]) == 5
+    np.testing.assert_array_equal([h["loss"] for h in plain["train_log"]], [h["loss"] for h in measured["train_log"]])
+    assert plain["prompt_rewards"] == measured["prompt_rewards"]

@@ -6,7 +6,7 @@ import torch
 
 from apo_utils import losses as L
 from apo_utils.calibration import expected_calibration_error, reliability, sigmoid, symmetrised
-from apo_utils.ranking import (effort_split, gradient_weights, implicit_margin, oriented, ranking_accuracy,
+from apo_utils.ranking import (correct, effort_split, gradient_weights, implicit_margin, oriented, ranking_accuracy,
                                swap_sides)
 
 rng = np.random.default_rng(0)
@@ -31,6 +31,20 @@ def test_ranking_accuracy_counts_ties_as_half_and_uses_the_truth_sign():
     assert ranking_accuracy([1.0, -1.0, 0.0, 2.0]) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
     assert ranking_accuracy([1.0, 1.0], truth_sign=[1.0, -0.3]) == 0.5
     assert ranking_accuracy(np.zeros(7)) == 0.5  # the untrained DPO policy: a coin flip, not 0
+
+
+def test_correct_is_one_right_zero_wrong_half_on_a_tie():
+    """The kit's one tie rule, for arrays, lists and tensors alike."""
+    expected = [1.0, 0.0, 0.5, 1.0, 0.0, 0.5]
+    margins = [2.0, -0.1, 0.0, 1e-30, -1e-30, -0.0]
+    for given in (margins, np.array(margins), torch.tensor(margins), torch.tensor(margins, dtype=torch.bfloat16)):
+        out = correct(given)
+        assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.tolist() == expected
+    assert correct(torch.zeros(3, requires_grad=True)).tolist() == [0.5] * 3  # a live tensor: no grad needed
+    assert correct([float("nan")]).tolist() == [0.0]
+    assert correct(5.0).shape == ()
+    m = np.array([1.0, -1.0, 0.0, 2.0])
+    assert correct(m).mean() == ranking_accuracy(m)  # the same rule as the accuracy
 
 
 def test_oriented_and_swap_sides():

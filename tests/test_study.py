@@ -1,10 +1,11 @@
-"""The study skeleton's comparisons: paired by seed and unit, grouped by prompt, and verdicts that can fail."""
+"""A study's comparisons (stats.paired_comparison): paired by seed and unit, grouped by prompt, verdicts that can
+fail; and the Study's fixed samples of held-out pairs."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from apo_utils.skeleton import paired_comparison, verdict
+from apo_utils.stats import paired_comparison, verdict
 
 
 def _runs(effect: float, n_prompts=200, seeds=(0, 1, 2), rng=None):
@@ -47,7 +48,7 @@ def test_a_missing_baseline_is_named():
 
 
 def test_held_out_pairs_are_a_fixed_sample_turned_to_agree_with_the_truth():
-    from apo_utils.skeleton import Study
+    from apo_utils.study import Study
     rng = np.random.default_rng(1)
     study = Study.__new__(Study)  # only the pairs matter here
     study.pairs = {q: {"test": [{"prompt": f"{q}{i}", "chosen": f"c{i}", "rejected": f"r{i}",
@@ -58,3 +59,39 @@ def test_held_out_pairs_are_a_fixed_sample_turned_to_agree_with_the_truth():
     turned = [r for r in a if r["chosen"].startswith("r")]  # a pair whose label disagreed with the truth is swapped
     assert turned and all(r["rejected"] == "c" + r["chosen"][1:] for r in turned)
     assert {r["prompt"][:3] for r in a} >= {"hig", "low"} and len(study.held_out_pairs(500)) == 100
+
+
+def test_held_out_pairs_as_labelled_of_one_tier_continue_a_random_sequence():
+    """04 draws its held-out pairs of one tier as labelled, then its training probe from the same generator; 05 draws
+    both tiers as labelled: the same pairs the notebooks drew by hand."""
+    from apo_utils.study import Study, sample_rows
+
+    study = Study.__new__(Study)
+    study.pairs = {q: {"test": [{"prompt": f"{q}{i}", "chosen": "c", "rejected": "r", "true_margin": -1.0}
+                                for i in range(40)]} for q in ("high", "low")}
+    rng = np.random.default_rng(0)
+    one = study.held_out_pairs(10, tiers=["high"], turned=False, rng=rng)
+    probe = sample_rows(list(range(30)), 5, rng)
+    by_hand = np.random.default_rng(0)
+    rows = study.pairs["high"]["test"]
+    assert one == [rows[i] for i in sorted(by_hand.choice(40, 10, replace=False))]
+    assert probe == sorted(by_hand.choice(30, 5, replace=False).tolist())
+    assert all(r["chosen"] == "c" for r in one)  # as labelled: not turned
+    both = study.held_out_pairs(80, turned=False)
+    assert len(both) == 80 and {r["prompt"][:3] for r in both} == {"hig", "low"}
+
+
+def test_frontier_rows_come_from_the_runs_that_measured_them():
+    """A frame of runs where some measured reward and KL along training (a β-sweep run names its tier) and some
+    measured none (a reward model beside the policies: NaN in the frame)."""
+    from apo_utils.study import Study
+
+    point = lambda step, kl: {"step": step, "kl": kl, "reward": 0.1 * step, "prompt_rewards": [0.1 * step]}  # noqa: E731
+    runs = pd.DataFrame([
+        {"setting": "high", "method": "dpo", "seed": 0, "beta": 0.1, "frontier": [point(0, 0.0), point(4, 1.0)]},
+        {"setting": "high, β×2", "tier": "high", "method": "dpo", "seed": 0, "beta": 0.2, "frontier": [point(0, 0.0)]},
+        {"setting": "reward model", "method": "bradley_terry", "seed": 0},
+    ])
+    rows = Study.frontier_rows(runs)
+    assert [(r["setting"], r["beta"], r["step"]) for r in rows] == [("high", 0.1, 0), ("high", 0.1, 4), ("high", 0.2, 0)]
+    assert rows[1]["kl"] == 1.0 and rows[1]["prompt_rewards"] == [0.4]

@@ -105,13 +105,13 @@ def test_a_record_made_at_other_settings_is_stale_even_with_the_code_unchanged()
 
     cpu = json.loads(json.dumps(profiles.get("cpu").as_dict()))
     rec = lambda study, settings: {"study": study, "profile": "cpu", "settings": settings}  # noqa: E731
-    same = {k: cpu[k] for k in ("data", "policy", "study")}
+    same = {k: cpu[k] for k in ("data", "policy", "madpo", "noise", "ranking", "mmpo")}
     assert summary.settings_changed(rec("02_madpo_imdb", same)) == []
     smaller = json.loads(json.dumps(same))
     smaller["policy"]["train_pairs"] = 500
-    smaller["study"]["mmpo_gamma_bt"] = 4.0  # 05's setting: 02 does not read it
+    smaller["mmpo"]["gamma_bt"] = 4.0  # 05's setting: 02 does not read it
     assert summary.settings_changed(rec("02_madpo_imdb", smaller)) == ["policy.train_pairs"]
-    assert summary.settings_changed(rec("05_mmpo_margins", smaller)) == ["policy.train_pairs", "study.mmpo_gamma_bt"]
+    assert summary.settings_changed(rec("05_mmpo_margins", smaller)) == ["policy.train_pairs", "mmpo.gamma_bt"]
     older = json.loads(json.dumps(same))
     del older["policy"]["top_layers"]  # an option the record predates: today's 3 is not the default (None)
     del older["policy"]["eval_batch_size"]
@@ -119,9 +119,88 @@ def test_a_record_made_at_other_settings_is_stale_even_with_the_code_unchanged()
     assert summary.settings_changed(rec("03_gamma_po_noise", older)) == ["policy.eval_batch_size", "policy.top_layers"]
     older["policy"]["gone"] = 1
     assert "policy.gone (no longer a setting)" in summary.settings_changed(rec("03_gamma_po_noise", older))
-    ranking = json.loads(json.dumps(same))  # 04 trains for study.ranking_epochs, and its record says so
-    ranking["policy"]["epochs"] = cpu["study"]["ranking_epochs"]
+    ranking = json.loads(json.dumps(same))  # 04 trains for its own epochs (RankingSettings), and its record says so
+    ranking["policy"]["epochs"] = cpu["ranking"]["epochs"]
     assert summary.settings_changed(rec("04_amapo_ranking", ranking)) == []
     assert summary.settings_changed(rec("02_madpo_imdb", ranking)) == ["policy.epochs"]
     data = dict(cpu["data"], n_prompts=100)  # 01 stores its data settings flat
     assert summary.settings_changed(rec("01_imdb_preferences", data)) == ["data.n_prompts"]
+
+
+def test_a_studys_dependencies_are_read_from_its_imports():
+    """No hand-kept list: every module a notebook reaches is watched (env.py, which sets the mixed precision, was once
+    missing from such a list while 02-04 imported it), and nothing it does not reach."""
+    for study in summary.STUDIES[1:]:
+        files = summary.depends_on(study)
+        assert files[0] == f"notebooks/{study}.ipynb"
+        assert {"apo_utils/env.py", "apo_utils/models.py", "apo_utils/data.py"} <= set(files)
+    assert "apo_utils/policy_training.py" in summary.depends_on("02_madpo_imdb")
+    zoo = summary.depends_on("00_margin_zoo")
+    assert "apo_utils/bandit.py" in zoo and "apo_utils/env.py" not in zoo and "apo_utils/models.py" not in zoo
+    assert not any(f.endswith(("records.py", "storage.py", "profiles.py")) for s in summary.STUDIES
+                   for f in summary.depends_on(s))
+
+
+def test_an_edit_to_env_py_makes_the_records_that_reach_it_stale(tmp_path):
+    """A deliberate edit of env.py in a repository of our own: 02's record turns stale and names env.py; 00's,
+    which never reaches env.py, stays current."""
+    import shutil
+
+    from apo_utils.storage import repo_root
+
+    root = repo_root()
+    shutil.copytree(root / "apo_utils", tmp_path / "apo_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "notebooks", tmp_path / "notebooks")
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True).stdout  # noqa: E731
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "code")
+    commit = git("rev-parse", "HEAD").strip()
+    for study, settings in (("00_margin_zoo", {"bandit": profiles_dict("cpu")["bandit"]}),
+                            ("02_madpo_imdb", {k: profiles_dict("cpu")[k] for k in ("data", "policy", "madpo")})):
+        folder = tmp_path / "figures" / study / "cpu"
+        folder.mkdir(parents=True)
+        (folder / "run_record.json").write_text(json.dumps({"study": study, "profile": "cpu", "metrics": {},
+                                                            "settings": settings, "git": {"commit": commit}}))
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "records")
+    assert all(v["changed"] == [] for v in summary.staleness(tmp_path).values())
+    env = tmp_path / "apo_utils" / "env.py"
+    env.write_text(env.read_text() + "\n# a deliberate edit\n")
+    state = summary.staleness(tmp_path)
+    assert state["figures/02_madpo_imdb/cpu/run_record.json"]["changed"] == ["apo_utils/env.py"]
+    assert state["figures/00_margin_zoo/cpu/run_record.json"]["changed"] == []
+
+
+def profiles_dict(name: str) -> dict:
+    from apo_utils import profiles
+
+    return json.loads(json.dumps(profiles.get(name).as_dict()))
+
+
+@pytest.mark.parametrize("damage", ["conflict", "no_metrics", "metrics_without_table"])
+def test_a_damaged_record_is_named_and_left_out_while_the_rest_is_summarised(tmp_path, damage):
+    good = {"study": "00_margin_zoo", "profile": "cpu", "device": "cpu: test", "seeds": [0], "git": {"commit": "abc"},
+            "metrics": {"bandit": {"dpo": {"ranking_accuracy": {"mean": 0.9, "sd": 0.0, "n": 1}}}}}
+    bad = dict(good, study="02_madpo_imdb")
+    for study, rec in (("00_margin_zoo", good), ("02_madpo_imdb", bad)):
+        (tmp_path / "figures" / study / "cpu").mkdir(parents=True)
+        text = json.dumps(rec)
+        if study == "02_madpo_imdb":
+            if damage == "conflict":
+                text = "<<<<<<< HEAD\n" + text + "\n=======\n" + text + "\n>>>>>>> other\n"
+            elif damage == "no_metrics":
+                text = json.dumps({k: v for k, v in rec.items() if k != "metrics"})
+            else:  # a 02 record whose metrics lack its table
+                text = json.dumps(dict(rec, metrics={"comparisons": []}))
+        (tmp_path / "figures" / study / "cpu" / "run_record.json").write_text(text)
+    with pytest.warns(UserWarning, match=r"figures/02_madpo_imdb/cpu/run_record.json: .*the summary goes on without it"):
+        rows = summary.collect(tmp_path)
+    assert [r["study"] for r in rows] == ["00_margin_zoo"]
+
+
+def test_a_cut_stale_file_is_named_and_marks_nothing(tmp_path):
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "stale.json").write_text('{"figures/01_imdb_preferences/gpu/run_record.json": "made by')
+    with pytest.warns(UserWarning, match=r"figures/stale.json: not readable as JSON"):
+        assert summary.known_stale(tmp_path) == {}

@@ -1,0 +1,188 @@
+"""Matched-KL comparisons: reward bought by moving further from the start is not a better method.
+
+Synthetic frontier rows where the truth is known: reward r = 0.4 + a·sqrt(KL) per prompt, plus a shared prompt
+effect, a small per-seed shift and per-checkpoint noise."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from apo_utils.stats import (  # noqa: E402
+    cautious_interval, common_budgets, frontier, matched_kl_comparison, reward_at_kl, seed_interval,
+    seeds_by_units_bootstrap, verdict, verdict_cautious,
+)
+
+N_PROMPTS, N_EARLY = 200, 150  # intermediate checkpoints measure the first 150 prompts, the final one all 200
+PROMPT_EFFECT = np.random.default_rng(99).normal(0, 0.1, N_PROMPTS)  # the same held-out prompts for every run
+
+
+def synthetic_rows(method, a, kl_per_step, seeds=range(5), betas=(0.1, 0.2), steps=10, noise=0.03,
+                   setting="high", rng_seed=0):
+    """One policy per (beta, seed); KL grows linearly with the step, more slowly for a larger beta; reward depends
+    on KL alone, so every beta lies on the same true frontier."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for beta in betas:
+        for seed in seeds:
+            shift = rng.normal(0, 0.003)
+            for step in range(steps + 1):
+                kl = kl_per_step * step * 0.1 / beta
+                n = N_PROMPTS if step == steps else N_EARLY
+                pr = 0.4 + a * math.sqrt(kl) + PROMPT_EFFECT[:n] + shift + rng.normal(0, noise, n)
+                rows.append({"setting": setting, "method": method, "seed": seed, "beta": beta, "step": step,
+                             "kl": kl, "reward": float(pr.mean()), "prompt_rewards": pr.tolist()})
+    return rows
+
+
+def final_difference(rows, method, baseline, beta=0.1):
+    """Paired difference of the final checkpoints (same seed, same prompts): the comparison at a fixed step."""
+    final = {(r["method"], r["seed"]): np.array(r["prompt_rewards"]) for r in rows
+             if r["beta"] == beta and r["step"] == max(q["step"] for q in rows)}
+    seeds = sorted(s for m, s in final if m == method)
+    return seeds_by_units_bootstrap(np.array([final[(method, s)] - final[(baseline, s)] for s in seeds]))
+
+
+def test_moving_further_is_not_better_at_matched_kl():
+    # the same reward-KL curve (a = 0.5), but "fast" moves twice as far from the start per step
+    rows = synthetic_rows("fast", 0.5, 0.1, rng_seed=1) + synthetic_rows("slow", 0.5, 0.05, rng_seed=2)
+    at_final = final_difference(rows, "fast", "slow")
+    assert at_final["diff"] > 0.1 and verdict(at_final) == "higher"  # the trap: at a fixed step it looks better
+    budgets = common_budgets(rows, "high", ["fast", "slow"])
+    assert budgets == [0.25, 0.5]  # slow at beta 0.1 reaches 0.05 * 10 = 0.5 on every seed
+    for budget in budgets:
+        c = matched_kl_comparison(rows, "high", "fast", "slow", budget)
+        assert abs(c["diff"]) < 0.015
+        assert verdict_cautious(c) == "no difference (within ±0.03)", (budget, c)
+        assert c["n_seeds"] == 5 and c["n_units"] == N_EARLY  # truncated to the prompts every checkpoint measured
+        assert c["kl"] == budget and c["metric"] == "reward" and c["matters"] == 0.03
+        assert c["beta"] in (0.1, 0.2) and c["baseline_beta"] in (0.1, 0.2)
+    # at the top budget only beta 0.1 of slow reaches it: the chosen beta is the one that reaches it
+    assert matched_kl_comparison(rows, "high", "fast", "slow", 0.5)["baseline_beta"] == 0.1
+
+
+def test_a_steeper_frontier_is_higher_at_matched_kl():
+    rows = synthetic_rows("steep", 0.8, 0.05, rng_seed=3) + synthetic_rows("slow", 0.5, 0.05, rng_seed=4)
+    c = matched_kl_comparison(rows, "high", "steep", "slow", 0.5)
+    assert c["diff"] == pytest.approx(0.3 * math.sqrt(0.5), abs=0.02)
+    assert verdict_cautious(c) == "higher"
+    assert verdict_cautious(matched_kl_comparison(rows, "high", "slow", "steep", 0.25)) == "lower"
+
+
+def test_one_seed_is_not_resolved_however_narrow_the_bootstrap():
+    rows = (synthetic_rows("steep", 0.8, 0.05, seeds=[0], rng_seed=5)
+            + synthetic_rows("slow", 0.5, 0.05, seeds=[0], rng_seed=6))
+    c = matched_kl_comparison(rows, "high", "steep", "slow", 0.5)
+    assert verdict(c) == "higher"  # units alone: one seed resampled is no seed spread at all
+    assert c["seed_ci95"] == [-math.inf, math.inf] and c["seed_half_width"] == math.inf
+    assert cautious_interval(c) == [-math.inf, math.inf]
+    assert verdict_cautious(c) == "not resolved"
+
+
+def test_reward_at_kl_interpolates_over_common_prompts():
+    curve = [{"kl": 0.0, "prompt_rewards": [0.0, 0.0, 0.0, 0.0]},
+             {"kl": 0.2, "prompt_rewards": [1.0, 2.0, 3.0]},
+             {"kl": 0.6, "prompt_rewards": [2.0, 4.0, 6.0, 8.0]}]
+    np.testing.assert_allclose(reward_at_kl(curve, 0.0), [0, 0, 0, 0])  # the start: its full list
+    np.testing.assert_allclose(reward_at_kl(curve, 0.05), [0.25, 0.5, 0.75])  # 3 prompts in common, weight 1/4
+    np.testing.assert_allclose(reward_at_kl(curve, 0.2), [1.0, 2.0, 3.0])  # exactly a checkpoint
+    np.testing.assert_allclose(reward_at_kl(curve, 0.5), [1.75, 3.5, 5.25])  # weight 3/4 on the last
+    np.testing.assert_allclose(reward_at_kl(curve, 0.6), [2.0, 4.0, 6.0])  # truncated to the common 3
+    assert reward_at_kl(curve, 0.61) is None  # never reached
+    # the first time along training the KL reaches the budget counts, not a later one
+    wobbly = [{"kl": 0.0, "prompt_rewards": [0.0]}, {"kl": 0.4, "prompt_rewards": [4.0]},
+              {"kl": 0.2, "prompt_rewards": [9.0]}, {"kl": 0.8, "prompt_rewards": [9.0]}]
+    np.testing.assert_allclose(reward_at_kl(wobbly, 0.3), [3.0])
+
+
+def test_seed_interval_by_hand():
+    r = seed_interval([0.1, 0.2, 0.3])
+    half = 4.303 * 0.1 / math.sqrt(3)  # sd 0.1, t(2) = 4.303
+    assert r["diff"] == pytest.approx(0.2) and r["n_seeds"] == 3
+    assert r["half_width"] == pytest.approx(half)
+    assert r["ci95"] == pytest.approx([0.2 - half, 0.2 + half])
+    # 12 seeds: df 11 lies between the table's 10 and 15, the smaller df (the wider interval) is used
+    v = np.arange(12.0)
+    assert seed_interval(v)["half_width"] == pytest.approx(2.228 * v.std(ddof=1) / math.sqrt(12))
+    one = seed_interval([0.5])
+    assert one["ci95"] == [-math.inf, math.inf] and one["half_width"] == math.inf
+    with pytest.raises(ValueError, match="at least one"):
+        seed_interval([])
+
+
+def test_cautious_verdict_uses_the_hull():
+    c = {"ci95": [0.01, 0.02], "seed_ci95": [-0.01, 0.05]}
+    assert cautious_interval(c) == [-0.01, 0.05]
+    assert verdict(c) == "higher"  # verdict itself is unchanged: the bootstrap interval alone
+    assert verdict_cautious(c) == "not resolved"  # 0.05 > 0.03
+    assert verdict_cautious(c, matters=0.06) == "no difference (within ±0.06)"
+    assert verdict_cautious({**c, "matters": 0.06}) == "no difference (within ±0.06)"
+    assert verdict_cautious({"ci95": [-0.04, -0.01]}) == "lower"  # without seed_ci95: verdict's answer
+    assert verdict_cautious({"ci95": [0.01, 0.02], "seed_ci95": [0.005, 0.03]}) == "higher"
+
+
+def policy(method, beta, seed, kls, setting="high"):
+    return [{"setting": setting, "method": method, "seed": seed, "beta": beta, "step": i, "kl": k,
+             "reward": 0.5, "prompt_rewards": [0.5, 0.5]} for i, k in enumerate(kls)]
+
+
+def test_common_budgets_need_one_beta_on_every_seed():
+    rows = (policy("a", 0.1, 0, [0, 0.5, 1.0]) + policy("a", 0.1, 1, [0, 0.4, 0.8])
+            + policy("a", 0.2, 0, [0, 0.5]) + policy("a", 0.2, 1, [0, 0.6])
+            # b: seed 0 goes far only at beta 0.1, seed 1 only at beta 0.05; one beta reaches 0.4 on both
+            + policy("b", 0.1, 0, [0, 2.0]) + policy("b", 0.1, 1, [0, 0.3])
+            + policy("b", 0.05, 0, [0, 0.4]) + policy("b", 0.05, 1, [0, 0.9])
+            + policy("b", 0.1, 0, [0, 9.0], setting="low"))
+    assert common_budgets(rows, "high", ["a", "b"]) == [0.2, 0.4]
+    assert common_budgets(rows, "high", ["a"], n=3) == [0.266, 0.533, 0.8]  # rounded down, never past the reach
+    assert common_budgets(rows, "high", ["a", "b", "c"]) == []  # c has no rows
+    assert common_budgets(rows, "low", ["a", "b"]) == []  # a has no rows in "low"
+    c = matched_kl_comparison(rows, "high", "a", "b", 0.4)
+    assert c["baseline_beta"] == 0.05 and c["diff"] == pytest.approx(0.0)
+    # 0.5 is reached by every seed of b with some beta, but by no single beta on both seeds: named in the error
+    with pytest.raises(ValueError, match=r"'b' does not reach KL 0.5 .*setting 'high'.*'a' with 'b'"):
+        matched_kl_comparison(rows, "high", "a", "b", 0.5)
+
+
+def test_errors_name_what_is_missing():
+    rows = policy("a", 0.1, 0, [0, 1.0]) + policy("b", 0.1, 1, [0, 1.0]) + policy("b", 0.1, 0, [0, 0.2])
+    with pytest.raises(ValueError, match=r"'b' does not reach KL 0.3 on every shared seed \[0\].*'high'"):
+        matched_kl_comparison(rows, "high", "a", "b", 0.3)
+    with pytest.raises(ValueError, match=r"'a' does not reach KL 1.5.*comparing 'a' with 'b'"):
+        matched_kl_comparison(rows, "high", "a", "b", 1.5)
+    with pytest.raises(ValueError, match=r"no seed has both 'a' and 'c' in setting 'high'"):
+        matched_kl_comparison(rows, "high", "a", "c", 0.1)
+
+
+def test_frontier_keeps_only_non_dominated_points():
+    points = [(0.5, 0.6), (0.0, 0.4), (0.2, 0.55), (0.3, 0.5), (0.2, 0.45), (0.8, 0.6), (1.0, 0.7), (0.5, 0.6)]
+    assert frontier(points) == [(0.0, 0.4), (0.2, 0.55), (0.5, 0.6), (1.0, 0.7)]
+    assert frontier([]) == []
+
+
+def test_frontier_figure_has_a_panel_a_setting_and_a_line_a_method():
+    from apo_utils.plotting import frontier_figure, label
+
+    rows = (synthetic_rows("dpo", 0.5, 0.1, seeds=[0, 1], steps=4)
+            + synthetic_rows("madpo", 0.6, 0.05, seeds=[0, 1], steps=4)
+            + synthetic_rows("dpo", 0.5, 0.1, seeds=[0], steps=4, setting="low"))
+    fig = frontier_figure(rows, ["high", "low"], ["dpo", "madpo"], 0.4, "true reward (VADER compound)",
+                          budgets={"high": [0.1, 0.2]}, titles={"high": "high noise"})
+    try:
+        assert len(fig.axes) == 2
+        high, low = fig.axes
+        assert high.get_title() == "high noise" and low.get_title() == "low"
+        assert "nats" in high.get_xlabel() and high.get_ylabel() == "true reward (VADER compound)"
+        solid = [ln.get_label() for ln in high.get_lines() if ln.get_linestyle() == "-"]
+        assert solid == [label("dpo"), label("madpo")]
+        assert sum(ln.get_label() == "matched KL" for ln in high.get_lines()) == 2
+        assert [ln.get_label() for ln in low.get_lines()] == [label("dpo")]  # madpo has no rows in "low"
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert legend.count("matched KL") == 1 and legend.count("DPO, β = 0.1") == 1 and "starting policy" in legend
+    finally:
+        plt.close(fig)
