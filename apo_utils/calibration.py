@@ -50,3 +50,18 @@ def expected_calibration_error(p, y, n_bins: int = 10) -> float:
 def sigmoid(x) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     return np.exp(-np.logaddexp(0.0, -x))
+
+
+def against_truth(margins, true_sign, p_true, metric_prefix: str = "test") -> dict:
+    """How a model's margins d (P(chosen wins) = sigma(d)) meet the truth on held-out pairs: per pair, whether it
+    ranks them as the truth does and its distance to the true preference probability (for paired comparisons:
+    '<prefix>_truth_correct', '<prefix>_prob_error_units'), their means, and the ECE against the labels (each pair
+    both ways). 'p' keeps the predicted probabilities for a reliability diagram."""
+    d = np.asarray(margins, dtype=float)
+    p = sigmoid(d)
+    right = (np.sign(d) == np.asarray(true_sign)).astype(float)
+    error = np.abs(p - np.asarray(p_true, dtype=float))
+    ps, ys = symmetrised(p, np.ones_like(p))
+    return {f"{metric_prefix}_truth_correct": right.tolist(), f"{metric_prefix}_prob_error_units": error.tolist(),
+            "ece": expected_calibration_error(ps, ys), "truth_accuracy": float(right.mean()),
+            "prob_error": float(error.mean()), "p": p.tolist()}

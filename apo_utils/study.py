@@ -150,13 +150,17 @@ class Study:
         self.comparisons.append({**entry, **({"note": note} if note else {})})
         return self.comparisons[-1]
 
-    def compare_at_kl(self, rows: list[dict], setting: str, method: str, baseline: str, budget: float,
-                      matters: float = 0.03, note: str = "") -> dict:
-        """`stats.matched_kl_comparison` on frontier rows (`frontier_rows`): the reward of each at the same KL from
-        the start, each on its best beta; kept for the record with its budget ('kl')."""
-        entry = stats.matched_kl_comparison(rows, setting, method, baseline, budget, matters=matters)
-        self.comparisons.append({**entry, **({"note": note} if note else {})})
-        return self.comparisons[-1]
+    def compare_at_kl(self, rows: list[dict], setting: str, method: str, baselines, n_budgets: int = 2,
+                      matters: float = 0.03) -> list[float]:
+        """`method` against each baseline at `n_budgets` KL budgets all of them reach (`stats.common_budgets`):
+        `stats.matched_kl_comparison` on frontier rows (`frontier_rows`), each side on its best beta, kept for the
+        record with its budget ('kl'). Returns the budgets."""
+        budgets = stats.common_budgets(rows, setting, [method, *baselines], n=n_budgets)
+        for baseline in baselines:
+            for budget in budgets:
+                entry = stats.matched_kl_comparison(rows, setting, method, baseline, budget, matters=matters)
+                self.comparisons.append({**entry, "note": "matched KL"})
+        return budgets
 
     @staticmethod
     def frontier_rows(runs: pd.DataFrame) -> list[dict]:
@@ -181,7 +185,8 @@ class Study:
 
     def check_runs(self, runs: pd.DataFrame, n_jobs: int):
         """What every study's runs must satisfy (nbval runs these): all jobs present, finite, in range, every policy
-        measured on the same held-out prompts as the start, and every comparison an interval around its mean."""
+        measured on the same held-out prompts as the start, methods of a setting and seed on as many pairs, and every
+        comparison an interval around its mean."""
         assert len(runs) == n_jobs, f"{len(runs)} runs for {n_jobs} jobs"
         assert np.isfinite(runs.reward).all() and np.isfinite(runs.kl).all()
         if self.data_settings.scorer == "vader":
@@ -189,6 +194,8 @@ class Study:
         assert (runs.n == self.ref["n"]).all() and all(len(p) == len(self.prompts) for p in runs.prompt_rewards)
         for c in [c for c in runs.columns if c.endswith("_accuracy")]:
             assert runs[c].between(0, 1).all(), c
+        if "train_pairs" in runs:  # within a setting and seed every method trained on the same number of pairs
+            assert (runs.groupby(["setting", "seed"]).train_pairs.nunique() == 1).all()
         assert all(c["ci95"][0] <= c["diff"] <= c["ci95"][1] for c in self.comparisons)
 
     def save(self, runs: pd.DataFrame, table: dict, **metrics) -> Path:

@@ -56,3 +56,16 @@ def test_seeds_by_units_bootstrap_counts_seed_and_unit_chance():
         seeds_by_units_bootstrap(d, groups=[0, 1])
     with pytest.raises(ValueError, match="non-finite"):
         seeds_by_units_bootstrap(np.array([[0.0, np.nan]]))
+
+
+def test_margins_against_the_truth_per_pair_and_on_average():
+    from apo_utils.calibration import against_truth, sigmoid
+
+    d = np.array([2.0, -1.0, 0.5, 0.0])
+    truth = np.array([1.0, 1.0, -1.0, 1.0])
+    p_true = np.array([0.9, 0.6, 0.3, 0.5])
+    out = against_truth(d, truth, p_true)
+    assert out["test_truth_correct"] == [1.0, 0.0, 0.0, 0.0]  # a margin of exactly 0 ranks nothing: sign 0
+    np.testing.assert_allclose(out["test_prob_error_units"], np.abs(sigmoid(d) - p_true))
+    assert out["truth_accuracy"] == 0.25 and out["prob_error"] == pytest.approx(np.mean(np.abs(sigmoid(d) - p_true)))
+    assert 0 <= out["ece"] <= 1 and len(out["p"]) == 4
