@@ -45,14 +45,25 @@ def evaluate_policy(model, tok, prompts: list[str], scorer, *, key: dict, cache_
     if hasattr(model, "disable_adapter"):
         lp = completion_logprobs(model, tok, ps[:n_kl], ys[:n_kl])
         with model.disable_adapter():
-            lr_ = completion_logprobs(model, tok, ps[:n_kl], ys[:n_kl])
-        kl = float(np.mean(lp - lr_))
+            start, tokens = completion_stats(model, tok, ps[:n_kl], ys[:n_kl])
+        kl = float(np.mean(lp - start))
+    else:  # the model is the start itself
+        start, tokens = completion_stats(model, tok, ps[:n_kl], ys[:n_kl])
     ends = np.cumsum([len(s) for s in samples])
     per_prompt = [float(rewards[a:b].mean()) for a, b in zip(ends - [len(s) for s in samples], ends)]
     return {"reward": float(rewards.mean()), "reward_se": float(rewards.std(ddof=1) / math.sqrt(len(rewards))),
             "kl": kl, "kl_n": n_kl, "n": int(len(rewards)), "prompt_rewards": per_prompt,  # for paired comparisons (stats.py)
-            "examples": [p + y for p, y in list(zip(ps, ys))[:3]]}
+            **text_quality(ys, start, tokens), "examples": [p + y for p, y in list(zip(ps, ys))[:3]]}
 
+
+def text_quality(samples: list[str], start_logps, tokens) -> dict:
+    """Two things a lexicon reward cannot buy, beside it: how natural the samples read to the starting model (its mean
+    log-prob per token of the first samples, `start_logp_per_token`: text that games VADER with a string of
+    'great great' reads badly) and how varied they are (`distinct_2`: distinct word pairs over all word pairs)."""
+    per_token = np.asarray(start_logps, dtype=float) / np.maximum(np.asarray(tokens, dtype=float), 1.0)
+    pairs = [(a, b) for y in samples for a, b in zip(y.split(), y.split()[1:])]
+    return {"start_logp_per_token": float(per_token.mean()) if per_token.size else float("nan"),
+            "distinct_2": len(set(pairs)) / len(pairs) if pairs else float("nan")}
 
 def reference_pair_logps(backbone: str, sets: dict, out_dir) -> dict:
     """The starting policy's log-probs of each set's pairs (adapters off = the reference), cached on disk."""

@@ -230,13 +230,13 @@ class Profile:
 
 
 _SETTINGS = {
-    # smoke: every step of every notebook runs, 02's frontiers included (reward and KL at 4 points along training on
-    # 8 prompts; DPO and MADPO also at half and twice beta), on the tiny random model.
+    # smoke: every step of every notebook runs, 02's frontiers included (reward and KL at 3 points along training on
+    # 8 prompts; DPO and MADPO also at half beta), on the tiny random model.
     "smoke": Profile("smoke", "CI check: tiny random model, a few dozen prompts, minutes on 2 CPU cores",
                      bandit=BanditSettings(n_responses=200, n_pairs=1000, steps=150, batch_size=64, seeds=(0, 1, 2)),
                      data=DataSettings(rm_val_fraction=0.2, rm_eval_every=5),
                      policy=PolicySettings(checkpoint_prompts=8),
-                     madpo=MadpoSettings(beta_scales=(0.5, 1.0, 2.0), checkpoints=4)),
+                     madpo=MadpoSettings(beta_scales=(0.5, 1.0), checkpoints=3)),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),

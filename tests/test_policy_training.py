@@ -68,6 +68,7 @@ def test_train_evaluate_and_reuse(tmp_path):
                          max_new_tokens=12, batch_size=16)
     assert ev["n"] == 16 and -1 <= ev["reward"] <= 1 and ev["reward_se"] > 0
     assert ev["kl"] > 0  # the trained adapters moved the policy away from the reference
+    assert ev["start_logp_per_token"] < 0 and 0 < ev["distinct_2"] <= 1  # beside the reward: what VADER cannot buy
     # per-prompt rewards (for paired comparisons) average to the reward; KL from the first prompts only on request
     assert len(ev["prompt_rewards"]) == 16 and np.isclose(np.mean(ev["prompt_rewards"]), ev["reward"])
     two = evaluate_policy(model, tok, prompts, VaderScorer(), key={"m": info["key"]}, cache_dir=tmp_path / "ev",
@@ -400,3 +401,13 @@ def test_measuring_along_training_leaves_the_training_unchanged(tmp_path):
     assert len(measured["frontier"]) == 5
     np.testing.assert_array_equal([h["loss"] for h in plain["train_log"]], [h["loss"] for h in measured["train_log"]])
     assert plain["prompt_rewards"] == measured["prompt_rewards"]
+
+
+def test_text_quality_sees_what_a_lexicon_reward_does_not():
+    """A repeated word games a lexicon; it has few distinct word pairs, and a low log-prob a token under the start."""
+    from apo_utils.evaluation import text_quality
+
+    out = text_quality(["great great great great", "a fine film and a fine cast"], [-20.0, -12.0], [4, 8])
+    assert out["start_logp_per_token"] == pytest.approx((-5.0 - 1.5) / 2)
+    assert out["distinct_2"] == pytest.approx((1 + 5) / (3 + 6))  # 'great great' once; 'a fine' twice
+    assert np.isnan(text_quality([], [], [])["distinct_2"])
