@@ -109,7 +109,8 @@ def estimate(profile: str) -> dict[str, float]:
 
     def policy(q: str, method: str, epochs: float = p.epochs, pairs_measured: int = 0, checkpoints: int = 0) -> float:
         reference = capabilities(loss_of(method)).reference
-        along = checkpoints * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts))  # reward and KL along training
+        # reward and KL along training: the last point is the full evaluation, counted above
+        along = max(checkpoints - 1, 0) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts))
         return (train_s(n(q), epochs, tokens, reference) + evaluate(p.n_eval_prompts) + along
                 + forward_s(pairs_measured, tokens))
 

@@ -53,7 +53,8 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
     or an ablation to the profile leaves the other runs' results valid.
     """
     pair_sets, track_sets = dict(pair_sets or {}), dict(track_sets or {})
-    code = code_version.fingerprint(__name__.split(".")[-1])  # this module and all it reaches: training, measuring
+    # this module and all it reaches (training, measuring), and the scorer's code, which it calls without importing
+    code = code_version.fingerprint(__name__.split(".")[-1]) + code_version.fingerprint("ground_truth")
     prompts = list(prompts[:n_eval_prompts] if n_eval_prompts is not None else prompts)
     hparams = {"beta": P.beta, **(loss_kwargs or {})}
     extra = [_set_key(pair_sets), _set_key(track_sets), track_every, n_eval_prompts, log_pairs,
@@ -91,7 +92,8 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
     settings = RunSettings(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, lora_r=P.lora_r, max_length=P.max_length,
                            seed=seed, top_layers=P.top_layers, cpu_bf16=P.cpu_bf16)
     every = track_every if track_sets else checkpoints.every if checkpoints else None
-    what = [_set_key(track_sets), *([asdict(checkpoints)] if checkpoints else [])]
+    what = [_set_key(track_sets), *([asdict(checkpoints), prompts[: checkpoints.prompts], scorer.description,
+                                     P.eval_samples, P.eval_max_new_tokens, P.kl_prompts, code] if checkpoints else [])]
     track = Tracking(measure, every, what) if track_sets or checkpoints else None
     model, tok, info = train_policy(loss_name, rows, backbone, Path(out_dir) / "adapters", settings, loss_kwargs=hparams,
                                     track=track, log_pairs=log_pairs, save_steps=25)

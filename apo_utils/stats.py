@@ -306,7 +306,9 @@ def cautious_interval(c: dict) -> list[float]:
     lo, hi = c["ci95"]
     seed = c.get("seed_ci95")
     if isinstance(seed, (list, tuple)) and len(seed) == 2:  # absent, None or a table's NaN: bootstrap only
-        lo, hi = min(lo, seed[0]), max(hi, seed[1])
+        # one seed gives (-inf, inf), which a JSON record stores as [null, null]: still unbounded
+        lo = min(lo, -math.inf if seed[0] is None else seed[0])
+        hi = max(hi, math.inf if seed[1] is None else seed[1])
     return [float(lo), float(hi)]
 
 

@@ -114,6 +114,8 @@ class Study:
         is under 'raw'. With the profile's `checkpoints`, reward and KL are also measured along training
         ('frontier': [{step, kl, reward, prompt_rewards}], see `frontier_rows`)."""
         training = self.policy_settings
+        if training.checkpoints is not None and training.checkpoints < 2:
+            raise ValueError(f"checkpoints must be at least 2 (the start and the end), got {training.checkpoints!r}")
         if training.checkpoints and "checkpoints" not in kw:  # evenly along training, the start and the end included
             steps = math.ceil(training.epochs * math.ceil(len(rows) / training.batch_size))
             kw["checkpoints"] = Checkpoints(every=max(1, math.ceil(steps / (training.checkpoints - 1))),

@@ -186,3 +186,11 @@ def test_frontier_figure_has_a_panel_a_setting_and_a_line_a_method():
         assert legend.count("matched KL") == 1 and legend.count("DPO, β = 0.1") == 1 and "starting policy" in legend
     finally:
         plt.close(fig)
+
+
+def test_a_single_seed_comparison_read_back_from_a_record_is_not_resolved():
+    """One seed's t interval is (-inf, inf); a JSON record stores it as [null, null], which must stay unbounded."""
+    from apo_utils.stats import cautious_interval, verdict_cautious
+
+    c = {"ci95": [0.01, 0.05], "seed_ci95": [None, None]}
+    assert cautious_interval(c) == [float("-inf"), float("inf")] and verdict_cautious(c) == "not resolved"
