@@ -38,8 +38,13 @@ LIMIT_MIN = 60.0  # what a notebook may take on a T4 under `gpu`
 
 
 def loss_of(method: str) -> str:
-    """The loss a study's method trains with: its own name, or the loss it is a variant of ('madpo_c2' -> 'madpo')."""
-    return method if method in LOSSES else method.rsplit("_", 1)[0]
+    """The loss a study's method trains with: its own name, the MADPO study's table (`madpo_runs.METHODS`:
+    'dpo_rm_labels' -> 'dpo'), or the loss it is a variant of ('mmpo_estimated' -> 'mmpo')."""
+    from .madpo_runs import METHODS
+
+    if method in LOSSES:
+        return method
+    return METHODS[method][0] if method in METHODS else method.rsplit("_", 1)[0]
 
 
 def pairs_per_prompt(d: profiles.DataSettings, quality: str) -> int:
@@ -118,9 +123,10 @@ def estimate(profile: str) -> dict[str, float]:
     # 02: the starting policy, then every job; held-out pairs of both tiers ranked by every policy
     s2 = prof.madpo
     held2 = min(s2.test_pairs, test["high"] + test["low"])
-    nb02 = evaluate(p.n_eval_prompts) + forward_s(held2, tokens) + sum(
+    seeds2 = s2.policy_changes().get("seeds", p.seeds)  # the study's own seeds, where it sets them
+    nb02, nb02b = (evaluate(p.n_eval_prompts) + forward_s(held2, tokens) + sum(
         policy(job.get("tier", job["setting"]), job["method"], pairs_measured=held2, checkpoints=s2.checkpoints or 0)
-        for job in s2.jobs(p.seeds))
+        for job in grid) for grid in (s2.jobs(seeds2), s2.companion_jobs(seeds2)))
 
     # 03: every job on the noisy tier; clean held-out pairs scored for every policy
     s3 = prof.noise
@@ -145,7 +151,7 @@ def estimate(profile: str) -> dict[str, float]:
     nb05 = n_rm * (train_s(n(q5), d.rm_epochs, gen_tokens, reference=False) + forward_s(held5, gen_tokens))
     nb05 += evaluate(p.n_eval_prompts) + forward_s(held5, tokens)
     nb05 += sum(policy(q5, job["method"], pairs_measured=held5) for job in s5.policy_jobs(p.seeds))
-    minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "03_gamma_po_noise": nb03,
+    minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "02b_madpo_sensitivity": nb02b, "03_gamma_po_noise": nb03,
                "04_amapo_ranking": nb04, "05_mmpo_margins": nb05}
     return {k: round(v / 60, 1) for k, v in minutes.items()}
 

@@ -16,6 +16,8 @@ from .generation import generate
 from .models import load_causal_lm
 from .ranking import completion_stats, pair_logps
 
+EXAMPLE_PROMPTS = 4  # the first held-out prompts whose samples a result keeps (`prompt_samples`): to read what it writes
+
 def completion_logprobs(model, tok, prompts: list[str], completions: list[str], batch_size: int = 16) -> np.ndarray:
     """Summed log pi(completion | prompt) for each pair, over the completion tokens only."""
     return completion_stats(model, tok, prompts, completions, batch_size)[0]
@@ -50,10 +52,15 @@ def evaluate_policy(model, tok, prompts: list[str], scorer, *, key: dict, cache_
     else:  # the model is the start itself
         start, tokens = completion_stats(model, tok, ps[:n_kl], ys[:n_kl])
     ends = np.cumsum([len(s) for s in samples])
-    per_prompt = [float(rewards[a:b].mean()) for a, b in zip(ends - [len(s) for s in samples], ends)]
+    spans = list(zip(ends - [len(s) for s in samples], ends))
+    per_prompt = [float(rewards[a:b].mean()) for a, b in spans]
+    per_token = np.asarray(start, dtype=float) / np.maximum(np.asarray(tokens, dtype=float), 1.0)
     return {"reward": float(rewards.mean()), "reward_se": float(rewards.std(ddof=1) / math.sqrt(len(rewards))),
             "kl": kl, "kl_n": n_kl, "n": int(len(rewards)), "prompt_rewards": per_prompt,  # for paired comparisons (stats.py)
-            **text_quality(ys, start, tokens), "examples": [p + y for p, y in list(zip(ps, ys))[:3]]}
+            # the same per prompt, for the KL prompts' samples: a paired comparison of naturalness at matched KL
+            "prompt_start_logp_per_token": [float(per_token[a:b].mean()) for a, b in spans if b <= n_kl],
+            **text_quality(ys, start, tokens), "examples": [p + y for p, y in list(zip(ps, ys))[:3]],
+            "prompt_samples": [list(s) for s in samples[:EXAMPLE_PROMPTS]]}
 
 
 def text_quality(samples: list[str], start_logps, tokens) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import textwrap
+
 import numpy as np
 
 from .stats import mean_ci95
@@ -16,6 +18,7 @@ from .storage import atomic_write_bytes
 
 METHOD_COLORS = {
     "dpo": "#4C72B0",
+    "dpo_rm_labels": "#1F3A68",  # DPO on the reward model's labels: a darker shade of DPO's colour
     "ipo": "#8C8C8C",
     "cdpo": "#64B5CD",
     "robust": "#2A9D8F",
@@ -34,7 +37,7 @@ METHOD_COLORS = {
 }
 
 METHOD_LABELS = {
-    "dpo": "DPO", "ipo": "IPO", "cdpo": "cDPO", "robust": "rDPO (robust)", "beta_dpo": "β-DPO",
+    "dpo": "DPO", "dpo_rm_labels": "DPO (reward-model labels)", "ipo": "IPO", "cdpo": "cDPO", "robust": "rDPO (robust)", "beta_dpo": "β-DPO",
     "simpo": "SimPO", "madpo": "MADPO", "gamma_dpo": "γ-DPO", "gamma_simpo": "γ-SimPO", "amapo": "AMaPO",
     "mmpo": "MMPO", "mmpo_estimated": "MMPO (estimated margins)", "bradley_terry": "Bradley–Terry (hard labels)",
     "madpo_c2": "MADPO, c_max 2", "madpo_amplify": "MADPO, amplify only", "madpo_dampen": "MADPO, dampen only",
@@ -42,11 +45,16 @@ METHOD_LABELS = {
 
 METHOD_ORDER = list(METHOD_COLORS)
 
+# Notebook 01's quality tiers: neutral shades, so that a tier is never read as a method
+TIER_COLORS = {"high": "#222222", "low": "#9E9E9E"}
+
 
 # What a reader sees for each metric key a record holds.
 METRIC_LABELS = {
     "reward": "true reward (VADER compound)",
     "test_accuracy": "held-out ranking accuracy",
+    "start_logp_per_token": "start model's log-prob a token of the samples (nats)",
+    "distinct_2": "distinct word pairs in the samples (share)",
     "test_mean_logp_accuracy": "held-out ranking accuracy by mean log-prob (no reference)",
     "test_truth_accuracy": "held-out agreement with the truth",
     "test_prob_error": "distance to the true preference probability (lower is better)",
@@ -109,24 +117,63 @@ def reward_kl_figure(runs, settings, methods, start_reward: float, reward_label:
 
 
 def comparison_figure(comparisons: list[dict], title: str | None = None):
-    """Every comparison given: the paired difference and its 95 % interval, one panel a metric."""
+    """Every comparison given, one panel a metric: the paired difference with its bootstrap 95 % interval (caps) and,
+    where the comparison has one, the hull with the t interval over seeds (a pale band: what a verdict uses). Each
+    row says where it was made: at a KL budget, or after the same steps."""
+    from .stats import cautious_interval, where
+
     metrics = list(dict.fromkeys(c["metric"] for c in comparisons))
-    rows = max(sum(c["metric"] == m for c in comparisons) for m in metrics)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 0.9 + 0.45 * rows), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    counts = [sum(c["metric"] == m for c in comparisons) for m in metrics]
+    # panels stacked, each as tall as its rows: readable at page width however many metrics there are
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(10, 1.3 + 0.36 * sum(counts) + 0.9 * len(metrics)),
+                             height_ratios=[n + 1.5 for n in counts], squeeze=False, layout="constrained")
+    for ax, metric in zip(axes[:, 0], metrics):
         cs = [c for c in comparisons if c["metric"] == metric]
-        y = rows - 1 - np.arange(len(cs))  # from the top, one row's height in every panel
-        ax.set_ylim(-0.5, rows - 0.5)
+        y = len(cs) - 1 - np.arange(len(cs))  # from the top
+        ax.set_ylim(-0.6, len(cs) - 0.4)
         for yi, c in zip(y, cs):
+            lo, hi = cautious_interval(c)
+            if np.isfinite(lo) and np.isfinite(hi) and (lo, hi) != tuple(c["ci95"]):
+                ax.plot([lo, hi], [yi, yi], color=color(c["method"]), alpha=0.25, lw=7, solid_capstyle="butt")
             ax.errorbar(c["diff"], yi, xerr=[[c["diff"] - c["ci95"][0]], [c["ci95"][1] - c["diff"]]], fmt="o",
                         capsize=4, color=color(c["method"]))
         ax.axvline(0, color="k", lw=0.8)
         most = max(c["n_seeds"] for c in cs)
-        ax.set_yticks(y, [f"{c['setting']}: {label(c['method'])} − {label(c['baseline'])}"
+        ax.set_yticks(y, [f"{c['setting']}: {label(c['method'])} − {label(c['baseline'])}, {where(c)}"
                           + (f" ({c['n_seeds']} seed{'s' * (c['n_seeds'] > 1)})" if c["n_seeds"] < most else "")
-                          for c in cs], fontsize=8)
-        ax.set(xlabel=f"paired difference in {metric_label(metric)} (95 % CI)")
-    fig.suptitle(title or "Method minus baseline, same seeds and held-out units")
+                          for c in cs], fontsize=9)
+        ax.set(xlabel=f"paired difference in {metric_label(metric)}")
+    fig.suptitle((title or "Method minus baseline, same seeds and held-out units")
+                 + "\ncaps: 95 % bootstrap interval; pale band: with the interval over seeds (the verdict's)")
+    return fig
+
+
+def verdict_figure(rows: list[dict], title: str = "Each paper's claim and the kit's verdict"):
+    """One row a claim's comparison (`summary.verdicts`), one panel a metric: the difference and the interval the
+    verdict uses, the no-difference band (±matters) shaded where known, the verdict written beside it."""
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    heights = [sum(r["metric"] == m for r in rows) for m in metrics]
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(14, 1.2 + 0.6 * sum(heights) + 0.6 * len(metrics)),
+                             height_ratios=[h + 1 for h in heights], squeeze=False, layout="constrained")
+    for ax, metric in zip(axes[:, 0], metrics):
+        rs = [r for r in rows if r["metric"] == metric]
+        y = np.arange(len(rs))[::-1]
+        for yi, r in zip(y, rs):
+            lo, hi = r["interval"]
+            lo, hi = (lo if np.isfinite(lo) else r["diff"]), (hi if np.isfinite(hi) else r["diff"])
+            ax.errorbar(r["diff"], yi, xerr=[[r["diff"] - lo], [hi - r["diff"]]], fmt="o", capsize=4,
+                        color=color(r["method"]))
+            if isinstance(r.get("matters"), (int, float)):
+                ax.fill_betweenx([yi - 0.35, yi + 0.35], -r["matters"], r["matters"], color="0.85", zorder=0)
+            ax.annotate(textwrap.fill(r["verdict"], 34), (1.01, yi), xycoords=("axes fraction", "data"), va="center",
+                        fontsize=8)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y, [f"{r['study'][:3].rstrip('_')} {r['setting']}: {label(r['method'])} − {label(r['baseline'])}, "
+                          f"{r['at']} ({r['n_seeds']} seed{'s' * (r['n_seeds'] > 1)})" for r in rs], fontsize=8)
+        ax.set_ylim(-0.6, len(rs) - 0.4)
+        ax.set_xlabel(f"difference in {metric_label(metric)}")
+    fig.suptitle(title + "\n(interval: the wider of the bootstrap and the seed interval; grey: no difference that "
+                         "matters)")
     return fig
 
 

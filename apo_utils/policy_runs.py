@@ -86,15 +86,27 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
             lower = attached(model)
             with lower.suspended() if lower else contextlib.nullcontext():
                 ev = sample(model, tok, prompts[: checkpoints.prompts], key={}, cache_dir=None)
-            out["sampled"] = {k: ev[k] for k in ("kl", "reward", "prompt_rewards", "kl_n", "n")}
+            out["sampled"] = {k: ev[k] for k in ("kl", "reward", "prompt_rewards", "kl_n", "n", *TEXT_KEYS)}
         return out
+
+    def measure_start(model, tok):
+        """Step 0 is the start itself (LoRA's B is zero): the same measurement for every method of a seed, so it
+        is made once and kept (`start_points/`), not once a run."""
+        path = Path(out_dir) / "start_points" / f"s{seed}-{fingerprint(backbone, what, P.cpu_bf16, P.eval_batch_size)}.json"
+        done = read_json_or_none(path)
+        if done is None:
+            done = measure(model, tok)
+            atomic_write_json(path, done)
+        return done
 
     settings = RunSettings(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, lora_r=P.lora_r, max_length=P.max_length,
                            seed=seed, top_layers=P.top_layers, cpu_bf16=P.cpu_bf16)
     every = track_every if track_sets else checkpoints.every if checkpoints else None
     what = [_set_key(track_sets), *([asdict(checkpoints), prompts[: checkpoints.prompts], scorer.description,
                                      P.eval_samples, P.eval_max_new_tokens, P.kl_prompts, code] if checkpoints else [])]
-    track = Tracking(measure, every, what) if track_sets or checkpoints else None
+    # with checkpoints only, the end is measured once, by the full evaluation below
+    track = (Tracking(measure, every, what, at_end=bool(track_sets), start=None if track_sets else measure_start)
+             if track_sets or checkpoints else None)
     model, tok, info = train_policy(loss_name, rows, backbone, Path(out_dir) / "adapters", settings, loss_kwargs=hparams,
                                     track=track, log_pairs=log_pairs, save_steps=25)
     ev = {"reward": float("nan"), "reward_se": float("nan"), "kl": float("nan"), "n": 0, "prompt_rewards": [],
@@ -110,17 +122,27 @@ def train_and_evaluate(method: str, loss_name: str, rows: list[dict], prompts: l
               "train_runtime_s": info.get("train_runtime_s"), "final_train_loss": last.get("loss"),
               "train_log": info["log"], "pairs": pairs, "track": info.get("track", []),
               "pair_log": info.get("pair_log", []), "beta": hparams["beta"],
-              "frontier": _frontier(info.get("track", []), ev) if checkpoints else []}
+              "frontier": _frontier(info.get("track", []), ev, info.get("steps")) if checkpoints else []}
     atomic_write_json(path, result)
     return {**result, "reused": False}
 
 
-def _frontier(track: list[dict], final: dict) -> list[dict]:
-    """{step, kl, reward, prompt_rewards} at each checkpoint; the last step's from the full evaluation."""
-    points = [{"step": e["step"], **{k: e["sampled"][k] for k in ("kl", "reward", "prompt_rewards")}}
+# What a checkpoint keeps beside reward and KL: how natural and varied its samples read, per prompt where a paired
+# comparison needs it, and the samples of the first prompts (evaluation.evaluate_policy).
+TEXT_KEYS = ("start_logp_per_token", "distinct_2", "prompt_start_logp_per_token", "prompt_samples")
+
+
+def _frontier(track: list[dict], final: dict, steps: int | None = None) -> list[dict]:
+    """{step, kl, reward, prompt_rewards, and TEXT_KEYS} at each checkpoint; the last step's (`steps`, else the last
+    checkpoint's) from the full evaluation. Points measured before a key existed simply lack it."""
+    keys = ("kl", "reward", "prompt_rewards", *TEXT_KEYS)
+    points = [{"step": e["step"], **{k: e["sampled"][k] for k in keys if k in e["sampled"]}}
               for e in track if "sampled" in e]
-    if points and final.get("n"):
-        points[-1] = {"step": points[-1]["step"], **{k: final[k] for k in ("kl", "reward", "prompt_rewards")}}
+    if final.get("n") and (points or steps is not None):
+        last = steps if steps is not None else points[-1]["step"]
+        if points and points[-1]["step"] == last:
+            points.pop()
+        points.append({"step": last, **{k: final[k] for k in keys if k in final}})
     return points
 
 

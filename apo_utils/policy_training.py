@@ -39,6 +39,8 @@ class Tracking:
     measure: Callable
     every: int | None = None
     key: object = None
+    at_end: bool = True  # measure after the last step too (False: the caller measures the end itself, more fully)
+    start: Callable | None = None  # measures step 0 instead of `measure` (e.g. from a cache: every run starts alike)
 
 
 def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, settings: RunSettings, *,
@@ -58,7 +60,8 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, se
     from peft import PeftModel
 
     loss_kwargs = dict(loss_kwargs or {})
-    tracked_key = ([{"track": track.key, "every": track.every, "float32": True}]
+    tracked_key = ([{"track": track.key, "every": track.every, "float32": True,
+                     **({} if track.at_end else {"at_end": False})}]
                    if track is not None and track.key is not None else [])
     run = RunFolder(out_dir, method, [method, loss_kwargs, backbone, settings.key(),
                                       [(r["prompt"], r["chosen"], r["rejected"], r.get("margin")) for r in train_rows],
@@ -86,6 +89,8 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, se
         trainer = ApoTrainer(model=base, args=args, train_dataset=ds, processing_class=tok,
                              peft_config=lora_config("CAUSAL_LM", settings, n_layers),
                              loss_name=method, loss_kwargs=loss_kwargs, callbacks=callbacks)
+        if not args.precompute_ref_log_probs:  # each pair's reference log-probs once per process, not every step
+            trainer.reference_cache = reference_cache(backbone, settings)
         if not progress:  # without a progress bar the Trainer prints every log line; the info file keeps them
             trainer.remove_callback(PrinterCallback)
         resume = _last_complete_checkpoint(folder / "trainer")
@@ -106,7 +111,7 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, se
         if track is not None:
             # measurements (ranking.completion_stats) pad on the right, so they run from the kept states too:
             # a tracked pair's lower layers run once for every step, method and seed
-            tracker = _Tracker(track.measure, tok, track.every, folder / "track.json", tracked)
+            tracker = _Tracker(track.measure, tok, track.every, folder / "track.json", tracked, start=track.start)
             trainer.add_callback(tracker)
         if log_pairs:
             done = int(resume.name.split("-")[1]) if resume else 0
@@ -122,9 +127,10 @@ def train_policy(method: str, train_rows: list[dict], backbone: str, out_dir, se
     attach(model, lower)  # log-probs of pairs (ranking.completion_stats) then run the top layers only
     info = {"method": method, "loss_kwargs": trainer.objective.hparams, "key": run.key, "backbone": prov,
             "log": [h for h in trainer.state.log_history if "loss" in h],
-            "train_runtime_s": trainer.state.log_history[-1].get("train_runtime")}
+            "train_runtime_s": trainer.state.log_history[-1].get("train_runtime"), "steps": trainer.state.global_step}
     if tracker is not None:
-        tracker.record(model, trainer.state.global_step)
+        if track.at_end:
+            tracker.record(model, trainer.state.global_step)
         info["track"] = tracker.entries
     if log_pairs:
         info["pair_log"] = trainer.pair_log
@@ -159,6 +165,16 @@ def _config(folder: Path, settings: RunSettings, method: str, base, save_steps: 
     )
 
 
+_REFERENCE: dict = {}
+
+
+def reference_cache(backbone: str, settings: RunSettings) -> dict:
+    """The reference log-probs of pairs, shared by every run of this process on one backbone and precision (the
+    reference is the start with adapters off, the same for every method and seed). A pair's value then comes from
+    the batch it was first met in: equal, to float rounding (~1e-6 nats), to its value in any other batch."""
+    return _REFERENCE.setdefault((backbone, bool(settings.cpu_bf16), torch.cuda.is_available()), {})
+
+
 @contextlib.contextmanager
 def float32_forward(model):
     """The model's own forward for a moment. With bf16 or fp16 training, accelerate replaces a model's `forward` by
@@ -180,8 +196,8 @@ class _Tracker(TrainerCallback):
     Entries are written atomically after each measurement, so a resumed run keeps the ones it had.
     """
 
-    def __init__(self, fn, tok, every: int | None, path: Path, entries: list):
-        self.fn, self.tok, self.every, self.path = fn, tok, every, path
+    def __init__(self, fn, tok, every: int | None, path: Path, entries: list, start=None):
+        self.fn, self.tok, self.every, self.path, self.start = fn, tok, every, path, start
         self.entries = list(entries)
 
     def record(self, model, step: int):
@@ -192,7 +208,8 @@ class _Tracker(TrainerCallback):
         gpus = list(range(torch.cuda.device_count()))
         try:  # sampling seeds torch's generator: measuring must not change the training it measures
             with torch.no_grad(), float32_forward(model), torch.random.fork_rng(devices=gpus):
-                self.entries.append({"step": int(step), **self.fn(model, self.tok)})
+                fn = self.start if step == 0 and self.start is not None else self.fn
+                self.entries.append({"step": int(step), **fn(model, self.tok)})
         finally:
             model.train(was_training)
         atomic_write_json(self.path, self.entries)

@@ -94,6 +94,13 @@ class PolicySettings:
 TIERS = ("high", "low")  # notebook 01's quality tiers (data.QUALITIES; tests/test_budget.py checks they agree)
 
 
+def beta_label(scale: float) -> str:
+    """'β×3', 'β/3' or 'β': how a setting names a multiple of the profile's beta."""
+    if scale == 1:
+        return "β"
+    return f"β×{scale:g}" if scale > 1 else f"β/{1 / scale:.3g}"
+
+
 def _first(seeds, n: int | None) -> tuple:
     """The seeds runs outside a headline comparison use: the first n (None: all)."""
     return tuple(seeds[:n])
@@ -101,36 +108,52 @@ def _first(seeds, n: int | None) -> tuple:
 
 @dataclass(frozen=True)
 class MadpoSettings:
-    """Notebook 02: MADPO against DPO and beta-DPO on both tiers; IPO and MADPO's variants on one tier."""
+    """Notebook 02: MADPO against DPO (on the data's labels and on the reward model's), beta-DPO, every seed, each
+    policy measured along training (a reward-KL frontier). Notebook 02b: DPO and MADPO at other betas, the other
+    tier, IPO and MADPO's variants, with fewer seeds."""
 
-    variant_quality: str = "high"  # the tier of MADPO's c_max 2 point, its ablation and IPO
+    tiers: tuple[str, ...] = TIERS  # 02's headline tiers (02b runs the headline methods on the others)
+    headline: tuple[str, ...] = ("dpo", "dpo_rm_labels", "beta_dpo", "madpo")  # 02, every seed
+    seeds: int | None = None  # 02 and 02b train seeds 0..n-1 (None: PolicySettings.seeds)
+    variant_quality: str = "high"  # the tier of 02b's beta sweep, MADPO's c_max 2 point, its ablation and IPO
     ipo_both_tiers: bool = True  # IPO on both tiers (False: on the variant tier only)
-    test_pairs: int = 600  # held-out pairs of both tiers ranked, turned to agree with the truth (a fixed sample)
-    extra_seeds: int | None = None  # IPO and the variants: the first n seeds (None: every seed)
+    test_pairs: int = 600  # held-out pairs of both tiers ranked, turned to agree with the truth (0: no ranking)
+    extra_seeds: int | None = None  # 02b's IPO, variants and other tiers: the first n seeds (None: every seed)
+    sweep_seeds: int | None = None  # 02b's beta sweep and `elsewhere` baselines: the first n seeds (None: every seed)
+    elsewhere: tuple[str, ...] = ()  # baselines run in 02b on the variant tier instead of in 02, with sweep_seeds
+    other_tiers: bool = True  # 02b: the headline methods on the tiers 02 leaves out, with extra_seeds
     ablation: bool = True  # MADPO amplification-only / dampening-only runs
-    beta_scales: tuple[float, ...] = (1.0,)  # DPO and MADPO also at these multiples of beta on the variant tier
+    beta_scales: tuple[float, ...] = (1 / 3, 1.0, 3.0)  # 02b: DPO and MADPO also at these multiples of beta
     budgets: int = 2  # matched-KL budgets each reward comparison is made at
-    checkpoints: int | None = None  # reward and KL along training (PolicySettings.checkpoints) for this study
+    checkpoints: int | None = 5  # reward and KL along training (PolicySettings.checkpoints) for this study
+    train_pairs: int | None = None  # pairs a policy trains on in this study (None: PolicySettings.train_pairs)
 
-    headline = ("dpo", "beta_dpo", "madpo")
     variants = ("madpo_c2", "madpo_amplify", "madpo_dampen")
     swept = ("dpo", "madpo")  # the methods whose frontier spans several betas
 
     def policy_changes(self) -> dict:
         """PolicySettings this study sets otherwise (the record stores the result)."""
-        return {"checkpoints": self.checkpoints} if self.checkpoints else {}
+        return {**({"checkpoints": self.checkpoints} if self.checkpoints else {}),
+                **({"seeds": tuple(range(self.seeds))} if self.seeds else {}),
+                **({"train_pairs": self.train_pairs} if self.train_pairs else {})}
 
     def jobs(self, seeds) -> list[dict]:
-        """The notebook's runs, in order: {'setting', 'seed', 'method'} and, for a run at another beta, its 'tier'
-        and 'beta_scale' (its setting names both, e.g. 'high, β×3', so tables keep the beta apart)."""
-        extra = _first(seeds, self.extra_seeds)
-        jobs = [{"setting": q, "seed": s, "method": m} for q in TIERS for s in seeds for m in self.headline]
-        jobs += [{"setting": f"{self.variant_quality}, β×{k:g}", "tier": self.variant_quality, "beta_scale": k,
-                  "seed": s, "method": m} for k in self.beta_scales if k != 1 for s in seeds for m in self.swept]
+        """Notebook 02's runs, in order: {'setting', 'seed', 'method'}, the headline methods on the headline tiers."""
+        return [{"setting": q, "seed": s, "method": m} for q in self.tiers for s in seeds for m in self.headline]
+
+    def companion_jobs(self, seeds) -> list[dict]:
+        """Notebook 02b's runs, in order. A run at another beta also names its 'tier' and 'beta_scale' (its setting
+        names both, e.g. 'high, β×3', so tables keep the beta apart)."""
+        extra, v = _first(seeds, self.extra_seeds), self.variant_quality
+        jobs = [{"setting": f"{v}, {beta_label(k)}", "tier": v, "beta_scale": k, "seed": s, "method": m}
+                for k in self.beta_scales if k != 1 for s in _first(seeds, self.sweep_seeds) for m in self.swept]
+        jobs += [{"setting": v, "seed": s, "method": m} for s in _first(seeds, self.sweep_seeds) for m in self.elsewhere]
+        jobs += [{"setting": q, "seed": s, "method": m} for q in TIERS if q not in self.tiers and self.other_tiers
+                 for s in extra for m in self.headline]
         jobs += [{"setting": q, "seed": s, "method": "ipo"}
-                 for q in (TIERS if self.ipo_both_tiers else (self.variant_quality,)) for s in extra]
+                 for q in (TIERS if self.ipo_both_tiers else (v,)) for s in extra]
         if self.ablation:
-            jobs += [{"setting": self.variant_quality, "seed": s, "method": m} for s in extra for m in self.variants]
+            jobs += [{"setting": v, "seed": s, "method": m} for s in extra for m in self.variants]
         return jobs
 
 
@@ -203,7 +226,7 @@ class MmpoSettings:
 
 
 # Which Profile field holds each study notebook's own settings.
-STUDY_SECTIONS = {"02_madpo_imdb": "madpo", "03_gamma_po_noise": "noise", "04_amapo_ranking": "ranking",
+STUDY_SECTIONS = {"02_madpo_imdb": "madpo", "02b_madpo_sensitivity": "madpo", "03_gamma_po_noise": "noise", "04_amapo_ranking": "ranking",
                   "05_mmpo_margins": "mmpo"}
 
 
@@ -236,7 +259,7 @@ _SETTINGS = {
                      bandit=BanditSettings(n_responses=200, n_pairs=1000, steps=150, batch_size=64, seeds=(0, 1, 2)),
                      data=DataSettings(rm_val_fraction=0.2, rm_eval_every=5),
                      policy=PolicySettings(checkpoint_prompts=8),
-                     madpo=MadpoSettings(beta_scales=(0.5, 1.0), checkpoints=3)),
+                     madpo=MadpoSettings(beta_scales=(0.5, 1.0), checkpoints=3, sweep_seeds=2, extra_seeds=1)),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),
@@ -257,12 +280,19 @@ _SETTINGS = {
                    policy=PolicySettings(seeds=(0, 1, 2), epochs=1.0, batch_size=8, lr=5e-4, lora_r=16,
                                          max_length=96, trim_vocab=8192, n_eval_prompts=256, eval_samples=2,
                                          eval_max_new_tokens=32, eval_batch_size=128, top_layers=3,
-                                         train_pairs=1000, kl_prompts=64, cpu_bf16=True),
-                   # Each study's headline comparison at full power (3 seeds); outside it, to hold the hour, one
-                   # seed (extra_seeds): 02's IPO (high tier only) and MADPO variants, 03's DPO / gamma-DPO, 05's
-                   # estimated-margin models and gamma_bt sweep. 03: SimPO / gamma-SimPO at 0, 20, 40 % noise; 04:
-                   # 1.5 epochs measured every 25 steps, IPO left out.
-                   madpo=MadpoSettings(ipo_both_tiers=False, extra_seeds=1),
+                                         train_pairs=1000, kl_prompts=64, cpu_bf16=True, checkpoint_prompts=32),
+                   # 02: the headline on the high tier (the paper's largest gain; the low tier saturates VADER at
+                   # 0.97), 5 seeds, DPO, DPO on the reward model's labels and MADPO, each measured at 5 points
+                   # along training (the start kept once a seed, 3 checkpoints on 32 prompts, the end on all 256).
+                   # On a CPU without bf16 units (fp32, 1.5 s a step) that fits the hour with 500 pairs a policy
+                   # (63 steps) and no held-out ranking: 15 runs of about 3.5 min. 02b: DPO and MADPO at beta/3 and
+                   # 3 beta and beta-DPO on 2 seeds, IPO and MADPO's variants on 1.
+                   # 03-05: the headline comparison at full power (3 seeds); outside it one seed (extra_seeds):
+                   # 03's DPO / gamma-DPO, 05's estimated-margin models and gamma_bt sweep. 03: SimPO / gamma-SimPO
+                   # at 0, 20, 40 % noise; 04: 1.5 epochs measured every 25 steps, IPO left out.
+                   madpo=MadpoSettings(tiers=("high",), headline=("dpo", "dpo_rm_labels", "madpo"), seeds=5,
+                                       train_pairs=500, test_pairs=0, elsewhere=("beta_dpo",), other_tiers=False,
+                                       ipo_both_tiers=False, sweep_seeds=2, extra_seeds=1),
                    noise=NoiseSettings(rates=(0.0, 0.2, 0.4), dpo_rates=(0.4,), extra_seeds=1),
                    ranking=RankingSettings(epochs=1.5, track_every=25, track_train_pairs=64, track_test_pairs=200,
                                            methods=("dpo", "simpo", "amapo")),

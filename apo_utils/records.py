@@ -69,12 +69,32 @@ def git_commit(root: Path | None = None) -> dict[str, str | bool | None]:
         return {"commit": None, "dirty": None}
 
 
+UPDATE_REFERENCE = "APO_UPDATE_REFERENCE"  # =1: a run replaces the committed reference (reproduce --update-reference)
+
+
+def figures_root(study: str, profile: str) -> Path:
+    """Where a run writes its figures and record. The committed reference (`figures/`) is replaced only on purpose
+    ($APO_UPDATE_REFERENCE=1), for `smoke` (never committed), or where no reference exists yet; a learner's run
+    otherwise goes to `outputs/figures/`, beside it, and is shown against it (`RunRecord.beside_reference`)."""
+    committed = repo_root() / "figures"
+    if (profile == "smoke" or os.environ.get(UPDATE_REFERENCE) == "1"
+            or not (committed / study / profile / "run_record.json").exists()):
+        return committed
+    return repo_root() / "outputs" / "figures"
+
+
 class RunRecord:
     """Collects a study's provenance and results; `save()` writes it atomically next to the figures."""
 
     def __init__(self, study: str, profile: str, seeds, settings: dict | None = None, figures_dir=None):
         self.study, self.profile = study, profile
-        self.dir = Path(figures_dir or repo_root() / "figures") / study / profile
+        self.dir = Path(figures_dir or figures_root(study, profile)) / study / profile
+        self.reference = repo_root() / "figures" / study / profile / "run_record.json"
+        self.beside = figures_dir is None and self.reference.parent != self.dir  # a learner's run, not the reference
+        if self.beside:
+            print(f"a reference run of this notebook is committed in {self.reference.parent.relative_to(repo_root())}; "
+                  f"this run writes to {self.dir.relative_to(repo_root())} and is shown beside it "
+                  f"(to replace the reference: {UPDATE_REFERENCE}=1, or reproduce --update-reference)")
         self.t0 = time.perf_counter()
         self.reused_at_start, self.reuse_mark = reuse_counts(), reuse_mark()
         self.data = {
@@ -127,4 +147,27 @@ class RunRecord:
             before = read_json_or_none(self.dir / "run_record.json") or {}
             self.data["full_run_s"] = before.get("full_run_s")
             self.data["full_run_commit"] = before.get("full_run_commit")
-        return atomic_write_json(self.dir / "run_record.json", self.data)
+        path = atomic_write_json(self.dir / "run_record.json", self.data)
+        if self.beside:
+            print(self.beside_reference())
+        return path
+
+    def beside_reference(self) -> str:
+        """This run's comparisons next to the committed reference's, matched by what they compare (a learner sees
+        whether their run agrees, without overwriting the reference)."""
+        ref = read_json_or_none(self.reference) or {}
+        key = lambda c: (c.get("setting"), c.get("metric"), c.get("method"), c.get("baseline"), c.get("kl"),  # noqa: E731
+                         c.get("note"))
+        theirs = {key(c): c for c in (ref.get("metrics") or {}).get("comparisons", [])}
+        lines = [f"your run beside the committed reference ({self.reference.relative_to(repo_root())}):"]
+        for c in self.metrics.get("comparisons", []):
+            r = theirs.get(key(c))
+            at = f" at KL {c['kl']:.2f}" if isinstance(c.get("kl"), (int, float)) else ""
+            mine = f"{c['diff']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
+            other = (f"{r['diff']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]" if r else "not in the reference")
+            lines.append(f"  {c['setting']}: {c['method']} − {c['baseline']} in {c['metric']}{at}: yours {mine}, "
+                         f"reference {other}")
+        if len(lines) == 1:
+            lines.append(f"  (no paired comparisons; compare the figures in {self.dir.relative_to(repo_root())} with "
+                         f"{self.reference.parent.relative_to(repo_root())})")
+        return "\n".join(lines)

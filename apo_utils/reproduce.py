@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import profiles
+from .records import UPDATE_REFERENCE
 from .storage import RECOMPUTE_SINCE, atomic_write_json, read_json_or_none, repo_root
 
 ALWAYS = ("06_summary",)  # cheap, and must see the records the other notebooks just wrote
@@ -26,7 +27,7 @@ ALWAYS = ("06_summary",)  # cheap, and must see the records the other notebooks 
 
 def notebooks(folder: Path | None = None) -> list[Path]:
     """The numbered study notebooks, in order."""
-    return sorted(Path(folder or repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return sorted(Path(folder or repo_root() / "notebooks").glob("[0-9][0-9]*_*.ipynb"))  # 02b, a companion, right after 02
 
 
 def _matches(value: str, nb: Path) -> bool:
@@ -124,7 +125,12 @@ def main(argv=None):
                    "(e.g. 00 01); the summary, 06, still runs last")
     p.add_argument("--kernel", default="python3")
     p.add_argument("--force", action="store_true", help="re-run every notebook and recompute every cached step")
+    p.add_argument("--update-reference", action="store_true",
+                   help="write figures and run records over the committed reference in figures/ (default: a run "
+                        "whose reference exists writes to outputs/figures/ and is shown beside it)")
     a = p.parse_args(argv)
+    if a.update_reference:  # the notebooks' kernels inherit it (records.figures_root)
+        os.environ[UPDATE_REFERENCE] = "1"
     try:
         profile = profiles.resolve(a.profile)
     except ValueError as e:

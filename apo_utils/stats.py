@@ -190,7 +190,11 @@ def seed_interval(per_seed_diffs) -> dict:
     return {"diff": mean, "ci95": [mean - half, mean + half], "half_width": half, "n_seeds": int(v.size)}
 
 
-def reward_at_kl(curve, budget: float) -> np.ndarray | None:
+# The per-prompt values behind each metric a frontier point carries (evaluation.evaluate_policy)
+PER_PROMPT = {"reward": "prompt_rewards", "start_logp_per_token": "prompt_start_logp_per_token"}
+
+
+def reward_at_kl(curve, budget: float, key: str = "prompt_rewards") -> np.ndarray | None:
     """Per-prompt rewards of one policy (one method, beta and seed) at the first point along training where its
     KL from the start reaches `budget`: what the policy earned for that much movement.
 
@@ -199,13 +203,14 @@ def reward_at_kl(curve, budget: float) -> np.ndarray | None:
     by their mean KLs, over the prompts both measured (the shorter list; its first prompts are the same prompts). A
     budget equal to a checkpoint's KL gives that checkpoint's rewards, truncated to the prompts it shares with the
     checkpoint before it (so the result does not jump in length at the checkpoint); a budget at or below the first
-    checkpoint's KL gives the first checkpoint's full list. None if the policy never reaches the budget."""
+    checkpoint's KL gives the first checkpoint's full list. None if the policy never reaches the budget.
+    key: another per-prompt list of the rows to interpolate the same way (`PER_PROMPT`)."""
     for i, row in enumerate(curve):
         if row["kl"] >= budget:
-            here = np.asarray(row["prompt_rewards"], dtype=float)
+            here = np.asarray(row[key], dtype=float)
             if i == 0:
                 return here
-            before = np.asarray(curve[i - 1]["prompt_rewards"], dtype=float)
+            before = np.asarray(curve[i - 1][key], dtype=float)
             n = min(before.size, here.size)
             w = (budget - curve[i - 1]["kl"]) / (row["kl"] - curve[i - 1]["kl"])  # previous KL < budget <= this KL
             return (1 - w) * before[:n] + w * here[:n]
@@ -256,7 +261,7 @@ def common_budgets(rows, setting: str, methods, n: int = 2) -> list[float]:
 
 
 def matched_kl_comparison(rows, setting: str, method: str, baseline: str, budget: float,
-                          matters: float = 0.03) -> dict:
+                          matters: float = 0.03, metric: str = "reward") -> dict:
     """Paired difference `method` − `baseline` in reward at the same KL from the start (`budget`), on the same
     seeds and held-out prompts: the DPO paper's reward-KL frontier comparison made into a paired test.
 
@@ -268,7 +273,10 @@ def matched_kl_comparison(rows, setting: str, method: str, baseline: str, budget
     measured; diff (seeds × prompts) gets the crossed seeds-and-prompts bootstrap, and its per-seed means the t
     interval over seeds (`seed_interval`: 'seed_ci95', 'seed_half_width'; judge with `verdict_cautious`).
     Raises ValueError if the two share no seed or a side does not reach the budget on every shared seed at any
-    one beta."""
+    one beta. metric: 'reward', or another of `PER_PROMPT` (its per-prompt values at the budget; each side keeps
+    the beta its reward chose, so both metrics describe the same policies)."""
+    if metric not in PER_PROMPT:
+        raise ValueError(f"metric {metric!r} has no per-prompt values on a frontier; choose one of {sorted(PER_PROMPT)}")
     curves = _curves(rows, setting)
     seeds_of = {m: {s for mm, _, s in curves if mm == m} for m in (method, baseline)}
     shared = sorted(seeds_of[method] & seeds_of[baseline])
@@ -288,6 +296,8 @@ def matched_kl_comparison(rows, setting: str, method: str, baseline: str, budget
                              f"{reach}")
         n = min(x.size for v in ok.values() for x in v)
         best = max(ok, key=lambda b: np.mean([x[:n].mean() for x in ok[b]]))
+        if metric != "reward":
+            return best, [reward_at_kl(curves[(m, best, s)], budget, PER_PROMPT[metric]) for s in shared]
         return best, ok[best]
 
     beta, a = side(method)
@@ -295,7 +305,7 @@ def matched_kl_comparison(rows, setting: str, method: str, baseline: str, budget
     n = min(x.size for x in a + b)
     diff = np.array([x[:n] - y[:n] for x, y in zip(a, b)])
     seed = seed_interval(diff.mean(1))
-    return {**seeds_by_units_bootstrap(diff), "setting": setting, "metric": "reward", "method": method,
+    return {**seeds_by_units_bootstrap(diff), "setting": setting, "metric": metric, "method": method,
             "baseline": baseline, "kl": budget, "beta": beta, "baseline_beta": baseline_beta,
             "seed_ci95": seed["ci95"], "seed_half_width": seed["half_width"], "matters": matters}
 

@@ -22,13 +22,14 @@ from tqdm.auto import tqdm
 
 from . import plotting, profiles, stats
 from .data import QUALITIES, load_pairs, pairs_path
+from .env import cpu_has_bf16
 from .evaluation import reference_metrics, reference_pair_logps
 from .policy_runs import Checkpoints, as_arrays, train_and_evaluate
 from .prompts import offline_prompts
 from .ranking import correct, implicit_margin, oriented
 from .records import RunRecord
 from .ground_truth import make_scorer
-from .storage import atomic_write_json, repo_root
+from .storage import atomic_write_json, read_json_or_none, repo_root
 from .vocab import study_backbone
 
 
@@ -42,17 +43,21 @@ class Study:
         self.data_settings = chosen.data
         changes = self.settings.policy_changes() if hasattr(self.settings, "policy_changes") else {}
         self.policy_settings = replace(chosen.policy, **changes)
+        if self.policy_settings.cpu_bf16 and not torch.cuda.is_available() and not cpu_has_bf16():
+            # bf16 is emulated on this CPU, 3x slower than float32: train and sample in float32 (the record says so)
+            print("this CPU has no native bfloat16: training and sampling in float32 (cpu_bf16 off)")
+            self.policy_settings = replace(self.policy_settings, cpu_bf16=False)
         self.seeds = list(self.policy_settings.seeds)
         torch.manual_seed(seed)
         plotting.apply_style()
         out = Path(output_dir)
         self.out_dir = out if out.is_absolute() else repo_root() / out
         self.work = self.out_dir / name / self.profile
-        self.fig_dir = repo_root() / "figures" / name / self.profile
         section = profiles.STUDY_SECTIONS[name]
         self.record = RunRecord(name, self.profile, self.seeds,
                                 settings={"data": asdict(self.data_settings), "policy": asdict(self.policy_settings),
                                           section: asdict(self.settings)})
+        self.fig_dir = self.record.dir  # the committed reference only on purpose (records.figures_root)
         self.pairs = load_study_pairs(self.out_dir, self.profile)  # clear error if notebook 01 has not run
         self.prompts = held_out_prompts(self.pairs, self.policy_settings.n_eval_prompts, seed)
         self.sets: dict[str, list[dict]] = {}
@@ -125,7 +130,9 @@ class Study:
                                pair_sets={k: self.sets[k] for k in measure}, **kw)
         out = {"reward": r["reward"], "kl": r["kl"], "n": r["n"], "reused": r["reused"], "beta": r.get("beta"),
                "train_runtime_s": r["train_runtime_s"], "train_pairs": len(rows), "prompt_rewards": r["prompt_rewards"],
-               "frontier": r.get("frontier", [])}
+               "frontier": r.get("frontier", []),
+               **{k: r[k] for k in ("start_logp_per_token", "distinct_2", "prompt_start_logp_per_token",
+                                    "prompt_samples") if k in r}}
         for k in measure:
             c = correct(implicit_margin(loss_name, as_arrays(r["pairs"][k]), self.ref_logps[k]))
             out[f"{k}_correct"], out[f"{k}_accuracy"] = c.tolist(), float(c.mean())
@@ -153,15 +160,18 @@ class Study:
         return self.comparisons[-1]
 
     def compare_at_kl(self, rows: list[dict], setting: str, method: str, baselines, n_budgets: int = 2,
-                      matters: float = 0.03) -> list[float]:
-        """`method` against each baseline at `n_budgets` KL budgets all of them reach (`stats.common_budgets`):
-        `stats.matched_kl_comparison` on frontier rows (`frontier_rows`), each side on its best beta, kept for the
-        record with its budget ('kl'). Returns the budgets."""
-        budgets = stats.common_budgets(rows, setting, [method, *baselines], n=n_budgets)
+                      matters: float = 0.03, metric: str = "reward", budgets: list[float] | None = None,
+                      note: str = "matched KL") -> list[float]:
+        """`method` against each baseline at `n_budgets` KL budgets all of them reach (`stats.common_budgets`; or the
+        `budgets` given): `stats.matched_kl_comparison` of `metric` on frontier rows (`frontier_rows`), each side on
+        its best beta, kept for the record with its budget ('kl'). Returns the budgets."""
+        if budgets is None:
+            budgets = stats.common_budgets(rows, setting, [method, *baselines], n=n_budgets)
         for baseline in baselines:
             for budget in budgets:
-                entry = stats.matched_kl_comparison(rows, setting, method, baseline, budget, matters=matters)
-                self.comparisons.append({**entry, "note": "matched KL"})
+                entry = stats.matched_kl_comparison(rows, setting, method, baseline, budget, matters=matters,
+                                                    metric=metric)
+                self.comparisons.append({**entry, "note": note})
         return budgets
 
     @staticmethod
@@ -175,6 +185,45 @@ class Study:
             out += [{"setting": tier, "method": job["method"], "seed": job["seed"], "beta": job["beta"], **point}
                     for point in (points if isinstance(points, list) else [])]
         return out
+
+    def metrics_of(self, study: str) -> dict:
+        """Another study's metrics from its run in this output folder and profile (what a companion notebook builds
+        on); a clear error naming the notebook to run when it has not run."""
+        path = self.out_dir / study / self.profile / "metrics.json"
+        metrics = read_json_or_none(path)
+        if not metrics:
+            raise FileNotFoundError(f"{path} is missing or unreadable: run notebook {study} with profile "
+                                    f"{self.profile!r} first (python -m apo_utils.reproduce --only {study[:2]} "
+                                    f"--profile {self.profile})")
+        return metrics
+
+    def frontiers_of(self, study: str) -> list[dict]:
+        """Another study's frontier rows (per-prompt values included): a companion notebook draws and compares its
+        runs with the main notebook's."""
+        path = self.out_dir / study / self.profile / "metrics.json"
+        rows = self.metrics_of(study).get("frontier_points")
+        if not rows:
+            raise FileNotFoundError(f"{path} has no frontier points: run notebook {study} with profile "
+                                    f"{self.profile!r} first (python -m apo_utils.reproduce --only {study[:2]} "
+                                    f"--profile {self.profile})")
+        return rows
+
+    def samples_at_kl(self, rows: list[dict], setting: str, methods, budget: float, seed: int,
+                      prompts: int = 2) -> pd.DataFrame:
+        """What the start and each method write, at about the same KL: for one seed, each method's checkpoint whose
+        KL is nearest `budget` (any beta), its samples of the first `prompts` held-out prompts. Reading them is the
+        check a lexicon reward needs: a policy can earn VADER's praise with a string of 'great'."""
+        out = [{"method": "starting policy", "beta": None, "step": 0, "kl": 0.0, "prompt": p, "sample": y}
+               for p, ys in zip(self.prompts, self.ref.get("prompt_samples", [])[:prompts]) for y in ys]
+        for m in methods:
+            points = [r for r in rows if r["setting"] == setting and r["method"] == m and r["seed"] == seed
+                      and r.get("prompt_samples")]
+            if not points:
+                continue
+            near = min(points, key=lambda r: abs(r["kl"] - budget))
+            out += [{"method": m, "beta": near["beta"], "step": near["step"], "kl": round(near["kl"], 2), "prompt": p,
+                     "sample": y} for p, ys in zip(self.prompts, near["prompt_samples"][:prompts]) for y in ys]
+        return pd.DataFrame(out)
 
     # -- figures, checks and the record -------------------------------------------------------------------
     def reward_label(self) -> str:
@@ -203,9 +252,9 @@ class Study:
     def save(self, runs: pd.DataFrame, table: dict, **metrics) -> Path:
         """Write the run record (metrics, comparisons, sizes, provenance) and a copy of the metrics to output_dir."""
         per_unit = [c for c in runs.columns
-                    if c in ("raw", "prompt_rewards", "frontier") or c.endswith(("_correct", "_units"))]
+                    if c in ("raw", "frontier") or c.startswith("prompt_") or c.endswith(("_correct", "_units"))]
         backbone = Path(self.backbone).name if Path(self.backbone).is_dir() else self.backbone
-        metrics = {"reference": {k: v for k, v in self.ref.items() if k not in ("examples", "prompt_rewards")},
+        metrics = {"reference": {k: v for k, v in self.ref.items() if k != "examples" and not k.startswith("prompt_")},
                    "table": {"/".join(map(str, k)): v for k, v in table.items()}, "comparisons": self.comparisons,
                    **metrics, "runs": runs.drop(columns=per_unit).to_dict(orient="records"), "backbone": backbone,
                    "held_out_prompts": len(self.prompts), "held_out_pairs": {k: len(v) for k, v in self.sets.items()},
@@ -213,7 +262,7 @@ class Study:
                    "runs_reused": int(runs.reused.sum()), "runs_total": len(runs)}
         frontiers = self.frontier_rows(runs) if "frontier" in runs else []
         if frontiers:  # the points themselves (rewards per prompt stay in output_dir's metrics.json)
-            metrics["frontiers"] = [{k: v for k, v in r.items() if k != "prompt_rewards"} for r in frontiers]
+            metrics["frontiers"] = [{k: v for k, v in r.items() if not k.startswith("prompt_")} for r in frontiers]
         self.record.metrics.update(metrics)
         self.record.data["provenance"] = {"scorer": self.scorer.description, "backbone": backbone}
         path = self.record.save()

@@ -334,7 +334,7 @@ class ApoTrainer(DPOTrainer):
         if self.objective.needs_reference and self.precompute_ref_logps:
             rc, rr = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         elif self.objective.needs_reference:
-            rc, rr = self.compute_ref_log_probs(self.ref_model if self.ref_model is not None else self.model, inputs)
+            rc, rr = self._reference_logps(inputs)
         reference = {} if rc is None else {"reference": (rc, rr)}
         check_finite_logps(self.accelerator, pair_id, policy=(pc, pr), **reference)
         several = self.gather_batch_statistics and self.accelerator.num_processes > 1
@@ -346,6 +346,31 @@ class ApoTrainer(DPOTrainer):
         if self.pair_log is not None and pair_id is not None and mode == "train":
             self.pair_log.extend(pair_rows(out, pair_id, self.state.global_step + 1))  # the optimizer step it feeds
         return (out.loss, {"h": out.h, "grad_weight": out.grad_weight}) if return_outputs else out.loss
+
+
+    def _reference_logps(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference's log-probs of the batch's pairs, each computed once: the reference (the frozen start, or
+        the model with adapters off) gives a pair the same value in every run, so with `reference_cache` (a dict
+        shared by the runs of one backbone and precision, see `policy_training.reference_cache`) a pair seen by
+        an earlier run, seed or method costs nothing. On cpu with kept lower layers this was a quarter of a step."""
+        model = self.ref_model if self.ref_model is not None else self.model
+        cache = self.reference_cache
+        if cache is None:
+            return self.compute_ref_log_probs(model, inputs)
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        rows = [ids[b, mask[b].bool()].to("cpu", torch.int64).numpy().tobytes()
+                + inputs["completion_mask"][b].sum().to("cpu").numpy().tobytes() for b in range(ids.shape[0])]
+        half = len(rows) // 2
+        keys = [(rows[b], rows[b + half]) for b in range(half)]
+        if not all(k in cache for k in keys):
+            rc, rr = self.compute_ref_log_probs(model, inputs)
+            for k, c, r in zip(keys, rc.detach().to("cpu"), rr.detach().to("cpu")):
+                cache[k] = (c, r)
+            return rc, rr
+        device = ids.device
+        return (torch.stack([cache[k][0] for k in keys]).to(device), torch.stack([cache[k][1] for k in keys]).to(device))
+
+    reference_cache: dict | None = None  # set by policy_training; None: the reference runs every step
 
 
 class MarginRewardTrainer(RewardTrainer):

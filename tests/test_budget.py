@@ -17,8 +17,8 @@ def test_the_cost_model_is_the_authors_t4_timing():
 
 def test_every_notebook_of_the_gpu_profile_fits_an_hour_on_a_t4():
     minutes = budget.estimate("gpu")
-    assert set(minutes) == {"01_imdb_preferences", "02_madpo_imdb", "03_gamma_po_noise", "04_amapo_ranking",
-                            "05_mmpo_margins"}
+    assert set(minutes) == {"01_imdb_preferences", "02_madpo_imdb", "02b_madpo_sensitivity", "03_gamma_po_noise",
+                            "04_amapo_ranking", "05_mmpo_margins"}
     over = {k: v for k, v in minutes.items() if not 0 < v <= budget.LIMIT_MIN}
     assert not over, f"over {budget.LIMIT_MIN:g} min on a T4: {over}"
 
@@ -48,7 +48,8 @@ def test_each_notebook_trains_the_grid_the_budget_counts():
     from apo_utils.storage import repo_root
 
     assert profiles.TIERS == tuple(QUALITIES)
-    calls = {"02_madpo_imdb": ["settings.jobs(study.seeds)"], "03_gamma_po_noise": ["settings.jobs(study.seeds)"],
+    calls = {"02_madpo_imdb": ["settings.jobs(study.seeds)"],
+             "02b_madpo_sensitivity": ["settings.companion_jobs(study.seeds)"], "03_gamma_po_noise": ["settings.jobs(study.seeds)"],
              "04_amapo_ranking": ["settings.jobs(study.seeds)"],
              "05_mmpo_margins": ["settings.reward_model_jobs(study.seeds)", "settings.sweep_jobs(study.seeds",
                                  "settings.policy_jobs(study.seeds)"]}
@@ -67,7 +68,11 @@ def test_the_grids_count_what_the_cpu_records_ran():
     """Where a committed cpu record ran at today's settings, its number of runs is what the grids give."""
     from apo_utils import summary
 
-    grids = {"02_madpo_imdb": lambda p: len(p.madpo.jobs(p.policy.seeds)),
+    def madpo_seeds(p):  # the MADPO study sets its own seeds
+        return p.madpo.policy_changes().get("seeds", p.policy.seeds)
+
+    grids = {"02_madpo_imdb": lambda p: len(p.madpo.jobs(madpo_seeds(p))),
+             "02b_madpo_sensitivity": lambda p: len(p.madpo.companion_jobs(madpo_seeds(p))),
              "03_gamma_po_noise": lambda p: len(p.noise.jobs(p.policy.seeds)),
              "04_amapo_ranking": lambda p: len(p.ranking.jobs(p.policy.seeds)),
              "05_mmpo_margins": lambda p: (len(p.mmpo.policy_jobs(p.policy.seeds))
@@ -75,7 +80,9 @@ def test_the_grids_count_what_the_cpu_records_ran():
                                            + len(p.mmpo.sweep_jobs(p.policy.seeds, p.data.label_scale)))}
     cpu = profiles.get("cpu")
     # what the committed cpu records ran (05 lists its policies, reward models and the sweep's extra models)
-    expected = {"02_madpo_imdb": 22, "03_gamma_po_noise": 20, "04_amapo_ranking": 9, "05_mmpo_margins": 7 + 7 + 3}
+    # 02: DPO, DPO on the reward model's labels and MADPO, 5 seeds, on the high tier; 02b: DPO and MADPO at beta/3 and
+    # 3 beta on 2 seeds, beta-DPO on 2, IPO and the 3 variants on 1
+    expected = {"02_madpo_imdb": 15, "02b_madpo_sensitivity": 8 + 2 + 1 + 3, "03_gamma_po_noise": 20, "04_amapo_ranking": 9, "05_mmpo_margins": 7 + 7 + 3}
     assert {k: f(cpu) for k, f in grids.items()} == expected
     for rec in summary.records(committed_only=True):
         if rec["profile"] == "cpu" and rec["study"] in grids and not summary.settings_changed(rec):

@@ -194,3 +194,34 @@ def test_a_single_seed_comparison_read_back_from_a_record_is_not_resolved():
 
     c = {"ci95": [0.01, 0.05], "seed_ci95": [None, None]}
     assert cautious_interval(c) == [float("-inf"), float("inf")] and verdict_cautious(c) == "not resolved"
+
+
+def test_a_second_metric_is_read_at_the_budget_on_the_policies_reward_chose():
+    """Naturalness (the start's log-prob a token) at matched KL: interpolated with the same KL weights as reward,
+    on the beta each side's reward picked, so both numbers describe the same policies."""
+    rows = synthetic_rows("madpo", 0.20, 0.10) + synthetic_rows("dpo", 0.20, 0.10, rng_seed=1)
+    for r in rows:  # logp falls with KL, 0.5 nats a token per nat for MADPO, 0.1 for DPO
+        slope = 0.5 if r["method"] == "madpo" else 0.1
+        r["prompt_start_logp_per_token"] = [-3.0 - slope * r["kl"]] * len(r["prompt_rewards"])
+    c = matched_kl_comparison(rows, "high", "madpo", "dpo", 0.5, matters=0.01, metric="start_logp_per_token")
+    assert c["metric"] == "start_logp_per_token" and c["kl"] == 0.5
+    assert c["diff"] == pytest.approx(-(0.5 - 0.1) * 0.5)  # exact: linear in KL, so interpolation is exact
+    assert verdict_cautious(c) == "lower"
+    with pytest.raises(ValueError, match="no per-prompt values"):
+        matched_kl_comparison(rows, "high", "madpo", "dpo", 0.5, metric="distinct_2")
+
+
+def test_the_end_of_training_is_one_point_from_the_full_evaluation():
+    """With checkpoints only, training does not measure its last step twice: the full evaluation is the last point,
+    at the run's last step, whether or not the checkpoint schedule lands on it."""
+    from apo_utils.policy_runs import _frontier
+
+    track = [{"step": s, "sampled": {"kl": s / 100, "reward": 0.1, "prompt_rewards": [0.1]}} for s in (0, 32, 64, 96)]
+    final = {"kl": 1.3, "reward": 0.5, "prompt_rewards": [0.5, 0.4], "n": 4, "start_logp_per_token": -3.0}
+    points = _frontier(track, final, steps=125)
+    assert [p["step"] for p in points] == [0, 32, 64, 96, 125]
+    assert points[-1]["prompt_rewards"] == [0.5, 0.4] and points[-1]["start_logp_per_token"] == -3.0
+    # a tracked run that measured its last step too (04's probes): that point is replaced, not repeated
+    track.append({"step": 125, "sampled": {"kl": 1.2, "reward": 0.4, "prompt_rewards": [0.4]}})
+    assert [p["step"] for p in _frontier(track, final, steps=125)] == [0, 32, 64, 96, 125]
+    assert _frontier(track, final, steps=125)[-1]["kl"] == 1.3

@@ -411,3 +411,22 @@ def test_text_quality_sees_what_a_lexicon_reward_does_not():
     assert out["start_logp_per_token"] == pytest.approx((-5.0 - 1.5) / 2)
     assert out["distinct_2"] == pytest.approx((1 + 5) / (3 + 6))  # 'great great' once; 'a fine' twice
     assert np.isnan(text_quality([], [], [])["distinct_2"])
+
+
+def test_reference_log_probs_kept_across_runs_train_the_same(tmp_path):
+    """With kept lower layers the reference runs at each step; its values are kept across the runs of a process
+    (policy_training.reference_cache). A run that reads them all from the cache trains as one that computes them."""
+    rows = _pairs(32)
+    kw = dict(loss_kwargs={"beta": 0.5}, epochs=1, batch_size=4, lr=5e-3, lora_r=8, log=lambda *_: None, top_layers=1,
+              seed=3)
+    policy_training._REFERENCE.clear()
+    _, _, first = train_policy("dpo", rows, "tiny", tmp_path / "first", **kw)  # fills the cache
+    cache = policy_training.reference_cache("tiny", RunSettings(top_layers=1))
+    assert len(cache) == len(rows)  # every pair once
+    policy_training._REFERENCE.clear()
+    _, _, fresh = train_policy("dpo", rows, "tiny", tmp_path / "fresh", **{**kw, "seed": 4})
+    _, _, cached = train_policy("dpo", rows, "tiny", tmp_path / "cached", **{**kw, "seed": 4, "lr": 5.0001e-3})
+    # a different run key (lr) so it trains again; its reference now comes from the cache filled by `fresh`
+    losses = lambda info: [h["loss"] for h in info["log"]]  # noqa: E731
+    assert len(losses(fresh)) == len(losses(cached)) > 0
+    np.testing.assert_allclose(losses(cached), losses(fresh), rtol=2e-3, atol=1e-4)

@@ -28,3 +28,29 @@ def test_a_first_record_from_a_cached_run_says_the_full_cost_is_unknown(tmp_path
     cached_map(lambda b: b, [1, 2], 1, tmp_path / "cache", key={}, progress=False)
     saved = read_json(rec.save())
     assert saved["reused"] == {"cache batches": 2} and saved["full_run_s"] is None
+
+
+def test_a_learners_run_is_shown_beside_the_reference_not_over_it(tmp_path, monkeypatch, capsys):
+    import json
+
+    from apo_utils import records
+
+    monkeypatch.setattr(records, "repo_root", lambda: tmp_path)
+    monkeypatch.delenv(records.UPDATE_REFERENCE, raising=False)
+    committed = tmp_path / "figures" / "02_x" / "cpu"
+    assert records.RunRecord("02_x", "cpu", [0]).dir == committed  # no reference yet: this run makes it
+    committed.mkdir(parents=True)
+    row = {"setting": "high", "metric": "reward", "method": "madpo", "baseline": "dpo", "kl": 1.0, "note": "matched KL"}
+    (committed / "run_record.json").write_text(json.dumps({"metrics": {"comparisons": [
+        {**row, "diff": 0.1, "ci95": [0.0, 0.2]}]}}))
+    mine = records.RunRecord("02_x", "cpu", [0])
+    assert mine.dir == tmp_path / "outputs" / "figures" / "02_x" / "cpu"
+    mine.metrics["comparisons"] = [{**row, "diff": 0.05, "ci95": [-0.01, 0.11]}]
+    mine.save()
+    assert json.loads((committed / "run_record.json").read_text())["metrics"]["comparisons"][0]["diff"] == 0.1
+    out = capsys.readouterr().out
+    assert "yours +0.050 [-0.010, +0.110], reference +0.100 [+0.000, +0.200]" in out
+    monkeypatch.setenv(records.UPDATE_REFERENCE, "1")  # on purpose: the reference is replaced
+    assert records.RunRecord("02_x", "cpu", [0]).dir == committed
+    monkeypatch.delenv(records.UPDATE_REFERENCE)
+    assert records.RunRecord("02_x", "smoke", [0]).dir == tmp_path / "figures" / "02_x" / "smoke"  # never committed
