@@ -191,8 +191,12 @@ def frontier_figure(rows, settings, methods, start_reward: float, reward_label: 
 
     if hasattr(rows, "to_dict"):
         rows = rows.to_dict("records")
-    fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4.6), sharey=True, squeeze=False,
-                             layout="constrained")
+    rows, n_prompts = _on_common_prompts(rows)
+    starts = [r["reward"] for r in rows if r.get("step") == 0]
+    if starts and n_prompts:  # the start as measured on the same prompts as every point (the mean over seeds)
+        start_reward = float(np.mean(starts))
+    fig, axes = plt.subplots(1, len(settings), figsize=(max(7.5, 6 * len(settings)), 4.8), sharey=True,
+                             squeeze=False, layout="constrained")
     handles = {}
     for ax, s in zip(axes[0], settings):
         star = ax.scatter([0], [start_reward], marker="*", s=160, color="k", zorder=5)
@@ -214,8 +218,18 @@ def frontier_figure(rows, settings, methods, start_reward: float, reward_label: 
             vline = ax.axvline(b, color="k", ls=":", lw=1, label="matched KL")
             handles.setdefault("matched KL", vline)
         ax.set(xlabel="KL(π ‖ π_start) (nats per continuation)", title=(titles or {}).get(s, s))
-    axes[0][0].set_ylabel(reward_label)
+    axes[0][0].set_ylabel(reward_label + (f"\non the {n_prompts} prompts every checkpoint measured" if n_prompts else ""))
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", fontsize=8, markerscale=1.8,
                ncol=max(2, min(4, 2 * len(settings))))
     fig.suptitle("Reward against KL along training: lines are each method's upper frontier, dots its checkpoints")
     return fig
+
+
+def _on_common_prompts(rows: list[dict]) -> tuple[list[dict], int | None]:
+    """Frontier rows with each reward re-averaged over the held-out prompts every row measured (intermediate
+    checkpoints sample the first few prompts, the end all of them: a mean over different prompts would make the
+    last point jump). Rows without per-prompt rewards are returned as they are, with None."""
+    if not rows or not all(r.get("prompt_rewards") for r in rows):
+        return rows, None
+    n = min(len(r["prompt_rewards"]) for r in rows)
+    return [dict(r, reward=float(np.mean(r["prompt_rewards"][:n]))) for r in rows], n

@@ -177,7 +177,11 @@ def test_frontier_figure_has_a_panel_a_setting_and_a_line_a_method():
         assert len(fig.axes) == 2
         high, low = fig.axes
         assert high.get_title() == "high noise" and low.get_title() == "low"
-        assert "nats" in high.get_xlabel() and high.get_ylabel() == "true reward (VADER compound)"
+        assert "nats" in high.get_xlabel() and high.get_ylabel().startswith("true reward (VADER compound)")
+        # every point on the prompts all of them measured (the intermediate ones measured the first 150 only)
+        assert f"on the {N_EARLY} prompts" in high.get_ylabel()
+        ends = [c for c in high.collections if len(c.get_offsets())]
+        assert ends  # the dots are drawn
         solid = [ln.get_label() for ln in high.get_lines() if ln.get_linestyle() == "-"]
         assert solid == [label("dpo"), label("madpo")]
         assert sum(ln.get_label() == "matched KL" for ln in high.get_lines()) == 2
