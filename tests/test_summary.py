@@ -101,28 +101,32 @@ def test_a_notebook_whose_prose_alone_changed_leaves_its_record_current(tmp_path
 
 def test_a_record_made_at_other_settings_is_stale_even_with_the_code_unchanged():
     """profiles.py is not a watched file: each record's stored settings are compared with its profile today."""
-    from apo_utils import profiles
-
-    cpu = json.loads(json.dumps(profiles.get("cpu").as_dict()))
+    cpu = profiles_dict("cpu")
     rec = lambda study, settings: {"study": study, "profile": "cpu", "settings": settings}  # noqa: E731
-    same = {k: cpu[k] for k in ("data", "policy", "madpo", "noise", "ranking", "mmpo")}
-    assert summary.settings_changed(rec("02_madpo_imdb", same)) == []
-    smaller = json.loads(json.dumps(same))
-    smaller["policy"]["train_pairs"] = 500
+    copy = lambda d: json.loads(json.dumps(d))  # noqa: E731
+    same = as_stored("02_madpo_imdb")  # 02 sets its own checkpoints, seeds and pairs a policy; its record stores them
+    assert same["policy"] != cpu["policy"] and summary.settings_changed(rec("02_madpo_imdb", same)) == []
+    smaller = copy(same)
+    smaller["policy"]["train_pairs"] = 250
     smaller["mmpo"]["gamma_bt"] = 4.0  # 05's setting: 02 does not read it
     assert summary.settings_changed(rec("02_madpo_imdb", smaller)) == ["policy.train_pairs"]
+    smaller = copy(as_stored("05_mmpo_margins"))
+    smaller["policy"]["train_pairs"] = 250
+    smaller["mmpo"]["gamma_bt"] = 4.0
     assert summary.settings_changed(rec("05_mmpo_margins", smaller)) == ["policy.train_pairs", "mmpo.gamma_bt"]
-    older = json.loads(json.dumps(same))
+    older = as_stored("03_gamma_po_noise")
     del older["policy"]["top_layers"]  # an option the record predates: today's 3 is not the default (None)
     del older["policy"]["eval_batch_size"]
     older["policy"]["eval_batch_size"] = 32  # the default; today's cpu value is 128
     assert summary.settings_changed(rec("03_gamma_po_noise", older)) == ["policy.eval_batch_size", "policy.top_layers"]
     older["policy"]["gone"] = 1
     assert "policy.gone (no longer a setting)" in summary.settings_changed(rec("03_gamma_po_noise", older))
-    ranking = json.loads(json.dumps(same))  # 04 trains for its own epochs (RankingSettings), and its record says so
-    ranking["policy"]["epochs"] = cpu["ranking"]["epochs"]
+    ranking = as_stored("04_amapo_ranking")  # 04 trains for its own epochs (RankingSettings), and its record says so
+    assert ranking["policy"]["epochs"] == cpu["ranking"]["epochs"]
     assert summary.settings_changed(rec("04_amapo_ranking", ranking)) == []
-    assert summary.settings_changed(rec("02_madpo_imdb", ranking)) == ["policy.epochs"]
+    longer = copy(same)
+    longer["policy"]["epochs"] = cpu["ranking"]["epochs"]
+    assert summary.settings_changed(rec("02_madpo_imdb", longer)) == ["policy.epochs"]
     data = dict(cpu["data"], n_prompts=100)  # 01 stores its data settings flat
     assert summary.settings_changed(rec("01_imdb_preferences", data)) == ["data.n_prompts"]
 
@@ -157,7 +161,7 @@ def test_an_edit_to_env_py_makes_the_records_that_reach_it_stale(tmp_path):
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "code")
     commit = git("rev-parse", "HEAD").strip()
     for study, settings in (("00_margin_zoo", {"bandit": profiles_dict("cpu")["bandit"]}),
-                            ("02_madpo_imdb", {k: profiles_dict("cpu")[k] for k in ("data", "policy", "madpo")})):
+                            ("02_madpo_imdb", {k: as_stored("02_madpo_imdb")[k] for k in ("data", "policy", "madpo")})):
         folder = tmp_path / "figures" / study / "cpu"
         folder.mkdir(parents=True)
         (folder / "run_record.json").write_text(json.dumps({"study": study, "profile": "cpu", "metrics": {},
@@ -176,6 +180,16 @@ def profiles_dict(name: str) -> dict:
     from apo_utils import profiles
 
     return json.loads(json.dumps(profiles.get(name).as_dict()))
+
+
+def as_stored(study: str, name: str = "cpu") -> dict:
+    """A profile's settings as `study`'s record stores them: the policy with the study's own changes applied."""
+    from apo_utils import profiles
+
+    stored = profiles_dict(name)
+    own = profiles.get(name).study_settings(study)
+    stored["policy"].update(json.loads(json.dumps(own.policy_changes())) if hasattr(own, "policy_changes") else {})
+    return stored
 
 
 @pytest.mark.parametrize("damage", ["conflict", "no_metrics", "metrics_without_table"])
