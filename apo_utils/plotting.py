@@ -120,12 +120,12 @@ def comparison_figure(comparisons: list[dict], title: str | None = None):
     """Every comparison given, one panel a metric: the paired difference with its bootstrap 95 % interval (caps) and,
     where the comparison has one, the hull with the t interval over seeds (a pale band: what a verdict uses). Each
     row says where it was made: at a KL budget, or after the same steps."""
-    from .stats import cautious_interval, where
+    from .stats import cautious_interval, verdict_cautious, where
 
     metrics = list(dict.fromkeys(c["metric"] for c in comparisons))
     counts = [sum(c["metric"] == m for c in comparisons) for m in metrics]
     # panels stacked, each as tall as its rows: readable at page width however many metrics there are
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(10, 1.3 + 0.36 * sum(counts) + 0.9 * len(metrics)),
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(12, 1.3 + 0.36 * sum(counts) + 0.9 * len(metrics)),
                              height_ratios=[n + 1.5 for n in counts], squeeze=False, layout="constrained")
     for ax, metric in zip(axes[:, 0], metrics):
         cs = [c for c in comparisons if c["metric"] == metric]
@@ -137,6 +137,9 @@ def comparison_figure(comparisons: list[dict], title: str | None = None):
                 ax.plot([lo, hi], [yi, yi], color=color(c["method"]), alpha=0.25, lw=7, solid_capstyle="butt")
             ax.errorbar(c["diff"], yi, xerr=[[c["diff"] - c["ci95"][0]], [c["ci95"][1] - c["diff"]]], fmt="o",
                         capsize=4, color=color(c["method"]))
+            if isinstance(c.get("matters"), (int, float)):  # the no-difference zone the verdict is read against
+                ax.fill_betweenx([yi - 0.35, yi + 0.35], -c["matters"], c["matters"], color="0.88", zorder=0)
+            ax.annotate(verdict_cautious(c), (1.01, yi), xycoords=("axes fraction", "data"), va="center", fontsize=8)
         ax.axvline(0, color="k", lw=0.8)
         most = max(c["n_seeds"] for c in cs)
         ax.set_yticks(y, [f"{c['setting']}: {label(c['method'])} − {label(c['baseline'])}, {where(c)}"
@@ -144,7 +147,8 @@ def comparison_figure(comparisons: list[dict], title: str | None = None):
                           for c in cs], fontsize=9)
         ax.set(xlabel=f"paired difference in {metric_label(metric)}")
     fig.suptitle((title or "Method minus baseline, same seeds and held-out units")
-                 + "\ncaps: 95 % bootstrap interval; pale band: with the interval over seeds (the verdict's)")
+                 + "\ncaps: 95 % bootstrap interval; pale band: with the interval over seeds (the verdict's); "
+                   "grey: no difference that matters")
     return fig
 
 

@@ -229,3 +229,30 @@ def test_the_end_of_training_is_one_point_from_the_full_evaluation():
     track.append({"step": 125, "sampled": {"kl": 1.2, "reward": 0.4, "prompt_rewards": [0.4]}})
     assert [p["step"] for p in _frontier(track, final, steps=125)] == [0, 32, 64, 96, 125]
     assert _frontier(track, final, steps=125)[-1]["kl"] == 1.3
+
+
+def test_comparison_figure_says_where_each_row_was_made_and_what_the_verdict_is():
+    """One panel a metric; each row names its budget or 'same steps', carries its verdict word, and a row with a
+    no-difference margin shows it as a grey band (the zone the verdict is read against)."""
+    import matplotlib.pyplot as plt
+
+    from apo_utils import plotting
+
+    base = {"setting": "high", "method": "madpo", "baseline": "dpo", "n_seeds": 5}
+    rows = [dict(base, metric="reward", diff=0.11, ci95=[0.08, 0.14]),
+            dict(base, metric="reward", diff=0.005, ci95=[-0.05, 0.06], seed_ci95=[-0.07, 0.07], kl=0.46,
+                 matters=0.037),
+            dict(base, metric="start_logp_per_token", diff=-0.001, ci95=[-0.004, 0.003], kl=0.46, matters=0.009)]
+    fig = plotting.comparison_figure(rows, "test")
+    try:
+        reward, logp = fig.axes
+        labels = [t.get_text() for t in reward.get_yticklabels()]
+        assert labels[0].endswith("same steps") and "KL 0.46 nats" in labels[1]
+        texts = [t.get_text() for t in reward.texts]
+        assert texts == ["higher", "not resolved"]  # top row first; the wide interval cannot decide
+        assert [t.get_text() for t in logp.texts] == ["no difference (within ±0.009)"]
+        bands = lambda ax: [c for c in ax.collections if "Poly" in type(c).__name__]  # noqa: E731
+        assert len(bands(reward)) == 1 and len(bands(logp)) == 1  # one grey band a row with a margin
+        assert "nats" in logp.get_xlabel() and "reward" in reward.get_xlabel()
+    finally:
+        plt.close(fig)
