@@ -1,0 +1,149 @@
+"""The book (apo_utils/book.py) builds offline without running a notebook: no Sphinx warning (a missing image, a
+broken cross-reference), no relative link that leaves the repository or points at nothing, each chapter with its
+committed results; and every page, opened in headless Chromium, loads all its images with no error in the console.
+Screenshots of every page land in _build/book/screenshots/."""
+
+import json
+import re
+import shutil
+
+import pytest
+
+from apo_utils import book, summary
+from apo_utils.storage import repo_root
+
+ROOT = repo_root()
+
+
+@pytest.fixture(scope="module")
+def built():
+    return book.build(ROOT / book.BUILD)
+
+
+def test_the_book_builds_without_a_warning(built):
+    assert not built.warnings, "Sphinx warned while building the book:\n" + "\n".join(built.warnings)
+
+
+def test_no_link_leaves_the_repository_or_points_at_nothing(built):
+    assert not built.links, "link problems in the book:\n" + "\n".join(built.links)
+
+
+def test_every_page_of_the_toc_is_built(built):
+    toc = (ROOT / "book" / "_toc.yml").read_text()
+    files = re.findall(r"file: (\S+)", toc) + ["intro"]
+    missing = [f for f in files if not (built.html / f"{f}.html").exists()]
+    assert not missing, f"pages of book/_toc.yml not built: {missing}"
+    assert [f.removeprefix("notebooks/") for f in files if f.startswith("notebooks/")] == list(book.CHAPTERS)
+    assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == sorted(book.CHAPTERS), (
+        "a notebook is missing from the book's chapters (apo_utils/book.py CHAPTERS and book/_toc.yml)")
+
+
+def test_every_chapter_shows_its_committed_results(built):
+    records = book.cpu_records(ROOT)
+    stale = summary.known_stale(ROOT)
+    for study in book.CHAPTERS:
+        page = (built.html / "notebooks" / f"{study}.html").read_text()
+        assert "Committed results" in page, f"{study}: no committed-results section"
+        staged = json.loads((built.src / "notebooks" / f"{study}.ipynb").read_text())
+        cell = next(c["source"] for c in staged["cells"] if c.get("id") == "committed-results")
+        if study not in records:
+            assert "no committed" in cell, study
+            continue
+        rec = records[study]
+        for fig in rec["figures"]:
+            assert f"](../{fig})" in cell, f"{study}: figure {fig} not shown"
+        assert page.count("<img") >= len(rec["figures"]), f"{study}: fewer images than the record's figures"
+        for c in rec["metrics"].get("comparisons", []):
+            assert f"{c['diff']:+.3f}" in cell, f"{study}: comparison {c['method']} − {c['baseline']} not shown"
+        assert ("older version of the code" in cell) == (rec["_path"] in stale), f"{study}: stale line wrong"
+
+
+def test_the_found_page_holds_every_verdict(built):
+    page = (built.src / book.FOUND_PAGE).read_text()
+    for v in summary.verdicts(ROOT, book.PROFILE):
+        assert f"{v['diff']:+.3f}" in page and v["verdict"] in page, v["claim"]
+
+
+def test_the_checks_catch_a_missing_image_a_broken_reference_and_a_link_out(tmp_path):
+    """The same build on a copy of the repository with three faults planted in the glossary."""
+    root = tmp_path / "repo"
+    for name in ("README.md", "LICENSE", "CITATION.cff"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, root / name)
+    for folder in ("book", "notebooks", "figures"):
+        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("_build", "smoke"))
+    with open(root / "book" / "glossary.md", "a") as f:
+        f.write("\n\n## Planted faults\n\n![a figure](../figures/no_such_figure.png)\n\n"
+                "[a term](#no-such-term)\n\n[the papers](../../shared/papers.md)\n")
+    result = book.build(tmp_path / "build", root=root)
+    assert any("no_such_figure.png" in w for w in result.warnings), result.warnings
+    assert any("no-such-term" in w for w in result.warnings), result.warnings
+    assert any("shared/papers.md" in p and "leaves the repository" in p for p in result.links), result.links
+
+
+def test_the_readme_is_a_start_page():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150, "README.md is the start page: at most 150 lines (the rest is in book/)"
+    for needed in ("python -m apo_utils.book", "python -m pytest", "--profile", '".[lab]"', "jupyter lab notebooks/",
+                   "(LICENSE)", "(CITATION.cff)", "(notebooks/00_margin_zoo.ipynb)"):
+        assert needed in readme, f"README.md no longer says {needed}"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.strip().splitlines()[-1] == "python -m pytest", "CI must run the README's test command"
+
+
+# ------------------------------------------------------------------------------------------------ browser
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium, driver = _chromium(), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("Chromium or chromedriver is not installed: `apt-get install chromium chromium-driver` "
+                    "(.ci/run does) to check the book in a browser")
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,2000", "--hide-scrollbars"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    d.set_page_load_timeout(60)
+    yield d
+    d.quit()
+
+
+RESULTS_IN_VIEW = """const h = document.getElementById('committed-results-cpu-profile');
+if (!h) { return false; } h.scrollIntoView(); return true;"""
+
+
+def test_every_page_loads_its_images_without_console_errors(built, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shots = built.html.parent / "screenshots"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    pages = sorted(p for p in built.html.rglob("*.html")
+                   if not {"_static", "_sources", "_downloads"} & set(p.relative_to(built.html).parts))
+    assert len(pages) >= len(book.CHAPTERS) + 10
+    problems = []
+    for page in pages:
+        rel = page.relative_to(built.html).as_posix()
+        browser.get(page.as_uri())
+        WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+            "return document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)"))
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        problems += [f"{rel}: image {src} did not load" for src, complete, width in images if not complete or width == 0]
+        problems += [f"{rel}: console: {e['message']}" for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        name = rel.removesuffix(".html").replace("/", "__")
+        browser.save_screenshot(str(shots / f"{name}.png"))
+        if browser.execute_script(RESULTS_IN_VIEW):  # a chapter: its committed results too
+            browser.save_screenshot(str(shots / f"{name}__results.png"))
+    assert not problems, "in the browser:\n" + "\n".join(problems)
