@@ -5,7 +5,7 @@ from pathlib import Path
 
 from apo_utils import budget, profiles
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SIZING_PAGE = Path(__file__).resolve().parents[1] / "book" / "maintainer" / "gpu-sizing.md"  # the book's T4 page
 
 
 def test_the_cost_model_is_the_authors_t4_timing():
@@ -34,8 +34,9 @@ def test_paper_profile_is_the_authors_scale():
     assert all(v > budget.LIMIT_MIN for v in budget.estimate("paper").values())  # hours, as documented
 
 
-def test_readme_shows_the_current_estimates():
-    assert budget.markdown() in README.read_text(), "README.md: paste the table `python -m apo_utils.budget` prints"
+def test_the_sizing_page_shows_the_current_estimates():
+    assert budget.markdown() in SIZING_PAGE.read_text(), (
+        "book/maintainer/gpu-sizing.md: paste the table `python -m apo_utils.budget` prints")
 
 
 def test_each_notebook_trains_the_grid_the_budget_counts():

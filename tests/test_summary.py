@@ -24,6 +24,14 @@ def test_readme_results_section_is_what_the_records_give():
         "`python -m apo_utils.summary --write-readme` and commit README.md")
 
 
+def test_readme_notebook_times_are_what_the_records_and_the_budget_give():
+    readme = (ROOT / "README.md").read_text()
+    assert summary.PATHS_START in readme, "README.md lost its notebook-times section markers"
+    assert summary.paths_section() in readme, (
+        "README.md's table of notebooks and their times differs from the committed run records and "
+        "apo_utils/budget.py: run `python -m apo_utils.summary --write-readme` and commit README.md")
+
+
 def test_every_committed_figure_comes_with_the_record_that_lists_it():
     for png in _tracked("figures/*.png"):
         folder = ROOT / png.rsplit("/", 1)[0]
