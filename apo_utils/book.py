@@ -44,7 +44,6 @@ COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 LOCAL_BADGE = "book/images/colab-badge.svg"
 RESULTS_HEADING = "## Committed results (`cpu` profile)"
 FOUND_PAGE, PROVENANCE_PAGE = "book/found.md", "book/provenance.md"
-TITLES = {**summary.STUDY_TITLES, "06_summary": "06 · the summary"}
 
 
 # ----------------------------------------------------------------------------------------------------- tables
@@ -101,7 +100,7 @@ def verdicts_table(verdicts: list[dict], stale_studies: set[str], notebooks: str
     for v in verdicts:
         lo, hi = v["interval"]
         mark = " †" if v["study"] in stale_studies else ""
-        study = _chapter_link(v["study"], notebooks) if notebooks else TITLES.get(v["study"], v["study"])
+        study = _chapter_link(v["study"], notebooks) if notebooks else summary._title(v["study"])
         rows.append([v["claim"], study + mark, v["verdict"], f"{v['diff']:+.3f} [{_bound(lo)}, {_bound(hi, True)}]",
                      f"{name(v['method'])} − {name(v['baseline'])} in {metric_name(v['metric'])}; {v['setting']}, "
                      f"{v['at']}", v["n_seeds"]])
@@ -116,7 +115,7 @@ def _bound(x, upper: bool = False) -> str:
 
 
 def _chapter_link(study: str, notebooks: str) -> str:
-    return f"[{TITLES.get(study, study)}]({notebooks}/{study}.ipynb)"
+    return f"[{summary._title(study)}]({notebooks}/{study}.ipynb)"
 
 
 # ------------------------------------------------------------------------------------------- generated pages

@@ -4,8 +4,8 @@
 (mean, spread over seeds, number of seeds) and says which profile, device and commit they come from.
 `staleness()` says which records were made by an older version of the code they depend on, or at settings
 the profile no longer has.
-`python -m apo_utils.summary --write-readme` regenerates the README's results section; a test fails
-when that section differs from what the records give.
+`python -m apo_utils.summary --write-readme` regenerates the README's generated sections (the notebooks' times,
+the verdict on each claim); a test fails when they differ from what the records give.
 """
 
 from __future__ import annotations
@@ -380,14 +380,14 @@ def readme_section(root: Path | None = None) -> str:
 
     stale = known_stale(root)
     stale_studies = {p.split("/")[1] for p in stale if p.split("/")[2:3] == ["cpu"]}
-    lines = ["| claim | notebook | setting | at | method − baseline | difference [95 % interval] | seeds | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| claim | notebook | verdict | difference [95 % interval] | measured as | seeds |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for v in verdicts(root, "cpu"):
         lo, hi = (("−∞" if x == -math.inf else "+∞" if x == math.inf else f"{x:+.3f}") for x in v["interval"])
         mark = " †" if v["study"] in stale_studies else ""
         lines.append(f"| {v['claim']} | [{v['study'][:3].rstrip('_')}](notebooks/{v['study']}.ipynb){mark} | "
-                     f"{v['setting']} | {v['at']} | {label(v['method'])} − {label(v['baseline'])} in "
-                     f"{metric_label(v['metric'])} | {v['diff']:+.3f} [{lo}, {hi}] | {v['n_seeds']} | {v['verdict']} |")
+                     f"{v['verdict']} | {v['diff']:+.3f} [{lo}, {hi}] | {label(v['method'])} − {label(v['baseline'])} "
+                     f"in {metric_label(v['metric'])}; {v['setting']}, {v['at']} | {v['n_seeds']} |")
     lines += ["", "Paired differences on the same seeds and held-out prompts or pairs; the interval is the hull of a "
               "bootstrap over seeds and prompts or pairs and a t interval over seeds (`apo_utils/stats.py`)."]
     if stale_studies:
