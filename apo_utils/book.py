@@ -178,9 +178,13 @@ def found_page(root: Path) -> str:
              "[same number of steps](glossary.md#same-steps) cannot settle it.",
              verdicts_table(verdicts, stale_studies, "../notebooks") if verdicts else "No committed verdict yet."]
     if stale_studies:
-        parts.append("† Made by an older version of the code, and for the studies of notebooks 03 to 05 with the older "
-                     "design: methods compared after the same number of steps, not yet along the reward–KL frontier. "
-                     "Their verdicts stand until those notebooks are run again under the frontier design.")
+        claimed = {v["study"] for v in verdicts}
+        older = [s for s in CHAPTERS if s in stale_studies & claimed and not any(
+            isinstance(c.get("kl"), (int, float)) for c in records[s]["metrics"].get("comparisons", []))]
+        parts.append("† Made by an older version of the code it runs (`figures/stale.json` lists it)."
+                     + (f" {', '.join(_chapter_link(s, '../notebooks') for s in older)}: runs of the older design, "
+                        "which compared methods after the same number of steps, not yet along the reward–KL "
+                        "frontier; their verdicts stand until these notebooks are run again." if older else ""))
     rows = [r for r in summary.collect(root, profiles=("cpu", "gpu"), committed_only=True)]
     parts.append("## Every number, by chapter")
     parts.append("Mean ± sd over seeds (number of seeds), one column a profile; † marks a record made by older code. "
