@@ -356,14 +356,19 @@ def link_problems(src: Path) -> list[str]:
         for target in LINK.findall(text) + HTML_REF.findall(text):
             if EXTERNAL.match(target) or target.startswith("#"):
                 continue
-            path = unquote(urlsplit(target).path)
-            resolved = (page.parent / path).resolve()
-            rel = page.relative_to(src).as_posix()
-            if resolved != src and src not in resolved.parents:
-                problems.append(f"{rel}: link {target!r} leaves the repository")
-            elif not resolved.exists():
-                problems.append(f"{rel}: link {target!r} points at nothing")
+            problem = _broken(page, unquote(urlsplit(target).path), src)
+            if problem:
+                problems.append(f"{page.relative_to(src).as_posix()}: link {target!r} "
+                                + ("leaves the repository" if problem == "leaves" else "points at nothing"))
     return problems
+
+
+def _broken(page: Path, path: str, root: Path) -> str | None:
+    """'leaves' when a relative path from `page` resolves outside `root`, 'missing' when it names no file."""
+    resolved = (page.parent / path).resolve()
+    if resolved != root and root not in resolved.parents:
+        return "leaves"
+    return None if resolved.exists() else "missing"
 
 
 class _Refs(html.parser.HTMLParser):
@@ -390,14 +395,10 @@ def html_link_problems(out: Path) -> list[str]:
             if EXTERNAL.match(ref) or ref.startswith(("#", "//")):
                 continue
             path = unquote(urlsplit(ref).path)
-            if not path:
-                continue
-            resolved = (page.parent / path).resolve()
-            rel = page.relative_to(out).as_posix()
-            if resolved != out and out not in resolved.parents:
-                problems.append(f"{rel}: {ref!r} leaves the book")
-            elif not resolved.exists():
-                problems.append(f"{rel}: {ref!r} points at nothing")
+            problem = _broken(page, path, out) if path else None
+            if problem:
+                problems.append(f"{page.relative_to(out).as_posix()}: {ref!r} "
+                                + ("leaves the book" if problem == "leaves" else "points at nothing"))
     return sorted(set(problems))
 
 
