@@ -77,8 +77,15 @@ def settings_changed(rec: dict) -> list[str]:
             if k not in now[section]:
                 out.append(f"{section}.{k} (no longer a setting)")
             elif plain(now[section][k]) != plain(then.get(k, default[section][k])):  # predated: the default
-                out.append(f"{section}.{k}")
+                if not _resolved_off(rec, section, k, now[section][k], then.get(k)):
+                    out.append(f"{section}.{k}")
     return out
+
+
+def _resolved_off(rec: dict, section: str, key: str, now, then) -> bool:
+    """Whether a difference is only `Study` turning cpu_bf16 off on a CPU without native bfloat16 (study.py): the
+    record stores the value the run used, the profile the value it asks for where the CPU can."""
+    return (section, key, now, then) == ("policy", "cpu_bf16", True, False) and str(rec.get("device", "")).startswith("cpu")
 
 
 def _row(study, setting, method, metric, stat, rec) -> dict:

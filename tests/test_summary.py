@@ -135,6 +135,12 @@ def test_a_record_made_at_other_settings_is_stale_even_with_the_code_unchanged()
     longer = copy(same)
     longer["policy"]["epochs"] = cpu["ranking"]["epochs"]
     assert summary.settings_changed(rec("02_madpo_imdb", longer)) == ["policy.epochs"]
+    emulated = copy(same)  # Study turns cpu_bf16 off on a CPU without native bf16; the record stores what ran
+    emulated["policy"]["cpu_bf16"] = False
+    assert cpu["policy"]["cpu_bf16"] is True
+    assert summary.settings_changed({**rec("02_madpo_imdb", emulated), "device": "cpu: x86_64, 2 cores"}) == []
+    assert summary.settings_changed({**rec("02_madpo_imdb", emulated), "device": "cuda: NVIDIA T4"}) == [
+        "policy.cpu_bf16"]  # on a GPU nothing turns it off: a real difference
     data = dict(cpu["data"], n_prompts=100)  # 01 stores its data settings flat
     assert summary.settings_changed(rec("01_imdb_preferences", data)) == ["data.n_prompts"]
 
