@@ -19,6 +19,7 @@ from .storage import atomic_write_bytes
 METHOD_COLORS = {
     "dpo": "#4C72B0",
     "dpo_rm_labels": "#1F3A68",  # DPO on the reward model's labels: a darker shade of DPO's colour
+    "dpo_truth_labels": "#8FB3E0",  # DPO on truth-corrected labels: a lighter shade of DPO's colour
     "ipo": "#8C8C8C",
     "cdpo": "#64B5CD",
     "robust": "#2A9D8F",
@@ -37,7 +38,8 @@ METHOD_COLORS = {
 }
 
 METHOD_LABELS = {
-    "dpo": "DPO", "dpo_rm_labels": "DPO (reward-model labels)", "ipo": "IPO", "cdpo": "cDPO", "robust": "rDPO (robust)", "beta_dpo": "β-DPO",
+    "dpo": "DPO", "dpo_rm_labels": "DPO (reward-model labels)",
+    "dpo_truth_labels": "DPO (truth-corrected labels)", "ipo": "IPO", "cdpo": "cDPO", "robust": "rDPO (robust)", "beta_dpo": "β-DPO",
     "simpo": "SimPO", "madpo": "MADPO", "gamma_dpo": "γ-DPO", "gamma_simpo": "γ-SimPO", "amapo": "AMaPO",
     "mmpo": "MMPO", "mmpo_estimated": "MMPO (estimated margins)", "bradley_terry": "Bradley–Terry (hard labels)",
     "madpo_c2": "MADPO, c_max 2", "madpo_amplify": "MADPO, amplify only", "madpo_dampen": "MADPO, dampen only",

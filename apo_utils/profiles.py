@@ -202,16 +202,31 @@ class RankingSettings:
 
 @dataclass(frozen=True)
 class MmpoSettings:
-    """Notebook 05: reward models and policies on hard labels against MMPO's soft targets."""
+    """Notebook 05: reward models on hard labels against MMPO's soft targets; policies of DPO (on the labels as
+    given, truth-corrected, or the reward model's) and MMPO (true or estimated margins), each measured along
+    training (a reward-KL frontier), every seed."""
 
     quality: str = "high"
     gamma_bt: float = 9.9  # the authors' 2.2 (UltraFeedback's 1-10 scores) x 4.5 (VADER's range is 2, not 9)
     test_pairs: int = 600  # held-out pairs of both tiers measured (a fixed sample)
     bt_scales: tuple[float, ...] = (1.35, 4.95, 9.9)  # gamma_bt tried on the reward model (with the label scale)
-    extra_seeds: int | None = None  # MMPO on estimated margins: the first n seeds
+    policies: tuple[str, ...] = ("dpo", "dpo_truth_labels", "dpo_rm_labels", "mmpo", "mmpo_estimated")  # mmpo_runs
+    seeds: int | None = None  # policies train seeds 0..n-1 (None: PolicySettings.seeds)
+    rm_seeds: int | None = None  # reward models on hard labels and true margins: the first n seeds (None: all)
+    extra_seeds: int | None = None  # reward models on estimated margins: the first n seeds (None: all)
+    budgets: int = 2  # matched-KL budgets each reward comparison is made at
+    checkpoints: int | None = 5  # reward and KL along training (PolicySettings.checkpoints) for this study
+    train_pairs: int | None = None  # pairs a policy and a reward model train on (None: PolicySettings.train_pairs)
+
+    def policy_changes(self) -> dict:
+        """PolicySettings this study sets otherwise (the record stores the result)."""
+        return {**({"checkpoints": self.checkpoints} if self.checkpoints else {}),
+                **({"seeds": tuple(range(self.seeds))} if self.seeds else {}),
+                **({"train_pairs": self.train_pairs} if self.train_pairs else {})}
 
     def reward_model_jobs(self, seeds) -> list[dict]:
-        jobs = [{"setting": "reward model", "seed": s, "method": m} for s in seeds for m in ("bradley_terry", "mmpo")]
+        jobs = [{"setting": "reward model", "seed": s, "method": m} for s in _first(seeds, self.rm_seeds)
+                for m in ("bradley_terry", "mmpo")]
         return jobs + [{"setting": "reward model", "seed": s, "method": "mmpo_estimated"}
                        for s in _first(seeds, self.extra_seeds)]
 
@@ -221,8 +236,8 @@ class MmpoSettings:
         return [{"setting": "γ_bt sweep", "seed": seeds[0], "method": "mmpo", "gamma_bt": g} for g in scales]
 
     def policy_jobs(self, seeds) -> list[dict]:
-        jobs = [{"setting": "policy", "seed": s, "method": m} for s in seeds for m in ("dpo", "mmpo")]
-        return jobs + [{"setting": "policy", "seed": s, "method": "mmpo_estimated"} for s in _first(seeds, self.extra_seeds)]
+        """Every policy method on every seed: each is a frontier a matched-KL verdict is read from."""
+        return [{"setting": "policy", "seed": s, "method": m} for s in seeds for m in self.policies]
 
 
 # Which Profile field holds each study notebook's own settings.
@@ -253,13 +268,14 @@ class Profile:
 
 
 _SETTINGS = {
-    # smoke: every step of every notebook runs, 02's frontiers included (reward and KL at 3 points along training on
-    # 8 prompts; DPO and MADPO also at half beta), on the tiny random model.
+    # smoke: every step of every notebook runs, 02's and 05's frontiers included (reward and KL at 3 points along
+    # training on 8 prompts; DPO and MADPO also at half beta; 05 on 2 seeds), on the tiny random model.
     "smoke": Profile("smoke", "CI check: tiny random model, a few dozen prompts, minutes on 2 CPU cores",
                      bandit=BanditSettings(n_responses=200, n_pairs=1000, steps=150, batch_size=64, seeds=(0, 1, 2)),
                      data=DataSettings(rm_val_fraction=0.2, rm_eval_every=5),
                      policy=PolicySettings(checkpoint_prompts=8),
-                     madpo=MadpoSettings(beta_scales=(0.5, 1.0), checkpoints=3, sweep_seeds=2, extra_seeds=1)),
+                     madpo=MadpoSettings(beta_scales=(0.5, 1.0), checkpoints=3, sweep_seeds=2, extra_seeds=1),
+                     mmpo=MmpoSettings(checkpoints=3, seeds=2, extra_seeds=1, bt_scales=(1.35, 9.9))),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),
@@ -296,7 +312,12 @@ _SETTINGS = {
                    noise=NoiseSettings(rates=(0.0, 0.2, 0.4), dpo_rates=(0.4,), extra_seeds=1),
                    ranking=RankingSettings(epochs=1.5, track_every=25, track_train_pairs=64, track_test_pairs=200,
                                            methods=("dpo", "simpo", "amapo")),
-                   mmpo=MmpoSettings(extra_seeds=1)),
+                   # 05: 500 pairs a policy and a reward model (as 02), policies measured at 5 points along training:
+                   # DPO on the labels as given and truth-corrected, MMPO on true and estimated margins, 5 seeds
+                   # (20 runs of about 2.5 min); reward models on 3 seeds, estimated margins and the gamma_bt sweep
+                   # (the annotator's scale and 1.35) on 1. DPO on the reward model's labels is 02's.
+                   mmpo=MmpoSettings(policies=("dpo", "dpo_truth_labels", "mmpo", "mmpo_estimated"), seeds=5,
+                                     train_pairs=500, rm_seeds=3, extra_seeds=1, bt_scales=(1.35, 9.9))),
     # gpu: one free Colab T4 (or any one GPU), each notebook <= 60 min. No T4 was lent to this project, so the size
     # comes from the MADPO authors' T4 timings of this very set-up (Gemma-3-270M, LoRA r 16, float32 as
     # env.mixed_precision picks for Gemma 3 on a T4): IPO trained 10,000 pairs of <= 196 tokens in 11:04 an epoch

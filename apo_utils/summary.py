@@ -328,7 +328,11 @@ HEADLINES = (
     ("04_amapo_ranking", "amapo", "simpo", "test_accuracy", "AMaPO ranks held-out pairs better than SimPO"),
     ("05_mmpo_margins", "mmpo", "bradley_terry", "test_prob_error",
      "MMPO's reward model is better calibrated than hard labels' (arXiv 2410.03145)"),
-    ("05_mmpo_margins", "mmpo", "dpo", "reward", "MMPO's policy earns more true reward than DPO's"),
+    ("05_mmpo_margins", "mmpo", "dpo", "reward",
+     "MMPO's policy earns more true reward than DPO's (arXiv 2410.03145, Table 1)"),
+    ("05_mmpo_margins", "mmpo", "dpo_truth_labels", "reward",
+     "... than DPO told which response is truly better (the same information)"),
+    ("05_mmpo_margins", "mmpo_estimated", "dpo", "reward", "... with the reward model's estimated margins"),
 )
 
 
