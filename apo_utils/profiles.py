@@ -327,7 +327,7 @@ _SETTINGS = {
     # ~24 s sampling 512 evaluation continuations (0.25 s a decoding step, assumed). Runs = methods x (tiers or
     # noise rates) x seeds: 02 4 x 2 x 3 = 24 runs, 34 min with its held-out pairs; 03 4 x 3 x 3 = 36, 40 min
     # (five noise rates, 60 runs, would be 67 min: hence three, as on cpu); 04 4 x 3 = 12, 17 min; 05 12 reward
-    # models + 9 policies, 25 min; 01 5 min. `python -m apo_utils.budget` recomputes these (apo_utils/budget.py, tests/test_budget.py).
+    # models + 15 policies (5 methods x 3 seeds, each measured at 5 points), 45 min; 01 5 min. `python -m apo_utils.budget` recomputes these (apo_utils/budget.py, tests/test_budget.py).
     "gpu": Profile("gpu", "one GPU (a free Colab T4: each notebook <= 60 min): the hub's Gemma-3-270M, IMDB and the "
                           "authors' classifier when reachable, else the offline stand-ins",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
