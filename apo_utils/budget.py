@@ -135,7 +135,8 @@ def estimate(profile: str) -> dict[str, float]:
     s3 = prof.noise
     held3 = min(s3.test_pairs, test["high"] + test["low"])
     nb03 = evaluate(p.n_eval_prompts) + forward_s(held3, tokens) + sum(
-        policy(s3.quality, job["method"], pairs_measured=held3) for job in s3.jobs(p.seeds))
+        policy(s3.quality, job["method"], pairs_measured=held3, checkpoints=s3.checkpoints or 0)
+        for job in s3.jobs(s3.policy_changes().get("seeds", p.seeds)))
 
     # 04: every job, measured every track_every steps on two probes, then every held-out pair
     s4 = prof.ranking

@@ -159,13 +159,27 @@ class MadpoSettings:
 
 @dataclass(frozen=True)
 class NoiseSettings:
-    """Notebook 03: SimPO and gamma-SimPO at several label-flip rates; DPO and gamma-DPO at some of them."""
+    """Notebook 03: SimPO against gamma-SimPO on labels with some flipped, every seed at the headline rate, each
+    policy measured along training (a reward-KL frontier); other rates and DPO / gamma-DPO with fewer seeds."""
 
     quality: str = "low"  # the tier whose labels are flipped (its labels agree with the truth most)
-    rates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)  # SimPO and gamma-SimPO (the headline)
-    dpo_rates: tuple[float, ...] = (0.0, 0.4)  # DPO and gamma-DPO, with `extra_seeds` seeds
+    rates: tuple[float, ...] = (0.0, 0.2, 0.4)  # SimPO and gamma-SimPO
+    headline_rate: float = 0.2  # the headline comparison's rate (every seed): flips matter, the ceiling does not
+    dpo_rates: tuple[float, ...] = (0.2,)  # DPO and gamma-DPO, with `extra_seeds` seeds
+    tau: float = 5.0  # gamma-SimPO's tau: gamma0 / tau = 1 (gamma0 = 5), so margins may spread up to e^1 (at tau 20,
+    #                   the authors' Gemma-2-9B value, the spread is capped near e^0.25 and the margins barely move)
     test_pairs: int = 600  # clean held-out pairs ranked (a fixed sample of both tiers')
-    extra_seeds: int | None = None
+    seeds: int | None = None  # the study's seeds 0..n-1 (None: PolicySettings.seeds)
+    extra_seeds: int | None = None  # the other rates and DPO / gamma-DPO: the first n seeds (None: every seed)
+    budgets: int = 2  # matched-KL budgets each reward comparison is made at
+    checkpoints: int | None = 5  # reward and KL along training (PolicySettings.checkpoints) for this study
+    train_pairs: int | None = None  # pairs a policy trains on in this study (None: PolicySettings.train_pairs)
+
+    def policy_changes(self) -> dict:
+        """PolicySettings this study sets otherwise (the record stores the result)."""
+        return {**({"checkpoints": self.checkpoints} if self.checkpoints else {}),
+                **({"seeds": tuple(range(self.seeds))} if self.seeds else {}),
+                **({"train_pairs": self.train_pairs} if self.train_pairs else {})}
 
     @staticmethod
     def setting(rate: float) -> str:
@@ -173,8 +187,10 @@ class NoiseSettings:
 
     def jobs(self, seeds) -> list[dict]:
         """{'setting', 'rate', 'seed', 'method'} for every run of the notebook, in order."""
+        def seeds_at(rate):
+            return tuple(seeds) if rate == self.headline_rate else _first(seeds, self.extra_seeds)
         jobs = [{"setting": self.setting(r), "rate": r, "seed": s, "method": m}
-                for r in self.rates for s in seeds for m in ("simpo", "gamma_simpo")]
+                for r in self.rates for s in seeds_at(r) for m in ("simpo", "gamma_simpo")]
         jobs += [{"setting": self.setting(r), "rate": r, "seed": s, "method": m}
                  for r in self.dpo_rates for s in _first(seeds, self.extra_seeds) for m in ("dpo", "gamma_dpo")]
         return jobs
@@ -275,6 +291,7 @@ _SETTINGS = {
                      data=DataSettings(rm_val_fraction=0.2, rm_eval_every=5),
                      policy=PolicySettings(checkpoint_prompts=8),
                      madpo=MadpoSettings(beta_scales=(0.5, 1.0), checkpoints=3, sweep_seeds=2, extra_seeds=1),
+                     noise=NoiseSettings(rates=(0.0, 0.2), checkpoints=3, seeds=2, extra_seeds=1),
                      mmpo=MmpoSettings(checkpoints=3, seeds=2, extra_seeds=1, bt_scales=(1.35, 9.9))),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
@@ -303,13 +320,13 @@ _SETTINGS = {
                    # On a CPU without bf16 units (fp32, 1.5 s a step) that fits the hour with 500 pairs a policy
                    # (63 steps) and no held-out ranking: 15 runs of about 3.5 min. 02b: DPO and MADPO at beta/3 and
                    # 3 beta and beta-DPO on 2 seeds, IPO and MADPO's variants on 1.
-                   # 03-05: the headline comparison at full power (3 seeds); outside it one seed (extra_seeds):
-                   # 03's DPO / gamma-DPO, 05's estimated-margin models and gamma_bt sweep. 03: SimPO / gamma-SimPO
-                   # at 0, 20, 40 % noise; 04: 1.5 epochs measured every 25 steps, IPO left out.
+                   # 04: 1.5 epochs measured every 25 steps, IPO left out, 3 seeds.
                    madpo=MadpoSettings(tiers=("high",), headline=("dpo", "dpo_rm_labels", "madpo"), seeds=5,
                                        train_pairs=500, test_pairs=0, elsewhere=("beta_dpo",), other_tiers=False,
                                        ipo_both_tiers=False, sweep_seeds=2, extra_seeds=1),
-                   noise=NoiseSettings(rates=(0.0, 0.2, 0.4), dpo_rates=(0.4,), extra_seeds=1),
+                   # 03: SimPO and gamma-SimPO (gamma0 / tau = 1) at 20 % flips on 5 seeds, and with no flips, DPO and
+                   # gamma-DPO at 20 % on 2 seeds; 500 low-tier pairs a policy, each measured at 5 points (18 runs).
+                   noise=NoiseSettings(rates=(0.0, 0.2), seeds=5, extra_seeds=2, train_pairs=500),
                    ranking=RankingSettings(epochs=1.5, track_every=25, track_train_pairs=64, track_test_pairs=200,
                                            methods=("dpo", "simpo", "amapo")),
                    # 05: 500 pairs a policy and a reward model (as 02), policies measured at 5 points along training:
@@ -325,8 +342,8 @@ _SETTINGS = {
     # Scaled by tokens (20 prompt + 48 new = 68 of their 196): 23 ms a pair and epoch here. 1,000 prompts give 750
     # training pairs a tier, so one policy of 2 epochs costs 750 x (2 x 23 + 6) ms = 39 s, plus 15 s of set-up and
     # ~24 s sampling 512 evaluation continuations (0.25 s a decoding step, assumed). Runs = methods x (tiers or
-    # noise rates) x seeds: 02 4 x 2 x 3 = 24 runs, 34 min with its held-out pairs; 03 4 x 3 x 3 = 36, 40 min
-    # (five noise rates, 60 runs, would be 67 min: hence three, as on cpu); 04 4 x 3 = 12, 17 min; 05 12 reward
+    # noise rates) x seeds: 02 4 x 2 x 3 = 24 runs, 34 min with its held-out pairs; 03 2 x 3 x 3 + 2 x 3 = 24, each
+    # measured at 5 points, 53 min; 04 4 x 3 = 12, 17 min; 05 12 reward
     # models + 15 policies (5 methods x 3 seeds, each measured at 5 points), 45 min; 01 5 min. `python -m apo_utils.budget` recomputes these (apo_utils/budget.py, tests/test_budget.py).
     "gpu": Profile("gpu", "one GPU (a free Colab T4: each notebook <= 60 min): the hub's Gemma-3-270M, IMDB and the "
                           "authors' classifier when reachable, else the offline stand-ins",

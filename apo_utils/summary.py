@@ -324,6 +324,8 @@ HEADLINES = (
     ("02b_madpo_sensitivity", "madpo", "beta_dpo", "reward", "MADPO beats β-DPO (arXiv 2510.05342v1, Table 1)"),
     ("03_gamma_po_noise", "gamma_simpo", "simpo", "test_accuracy",
      "γ-SimPO ranks pairs better than SimPO under label noise (arXiv 2506.03690)"),
+    ("03_gamma_po_noise", "gamma_simpo", "simpo", "reward",
+     "γ-SimPO's policy earns more true reward than SimPO's under label noise (arXiv 2506.03690)"),
     ("04_amapo_ranking", "amapo", "dpo", "test_accuracy", "AMaPO ranks held-out pairs better than DPO (arXiv 2511.09385)"),
     ("04_amapo_ranking", "amapo", "simpo", "test_accuracy", "AMaPO ranks held-out pairs better than SimPO"),
     ("05_mmpo_margins", "mmpo", "bradley_terry", "test_prob_error",
