@@ -39,8 +39,8 @@ LIMIT_MIN = 60.0  # what a notebook may take on a T4 under `gpu`
 
 def loss_of(method: str) -> str:
     """The loss a study's method trains with: its own name, the MADPO study's table (`madpo_runs.METHODS`:
-    'dpo_rm_labels' -> 'dpo'), the MMPO study's (`mmpo_runs.POLICIES`: 'dpo_truth_labels' -> 'dpo'), or the loss it
-    is a variant of ('gamma_simpo_x' -> 'gamma_simpo')."""
+    'dpo_rm_labels' -> 'dpo'), the MMPO study's (`mmpo_runs.POLICIES`: 'dpo_truth_labels' -> 'dpo'), else the name
+    without its last '_' part (a variant named after its loss)."""
     from .madpo_runs import METHODS
     from .mmpo_runs import POLICIES
 
@@ -148,17 +148,17 @@ def estimate(profile: str) -> dict[str, float]:
         policy(q4, job["method"], s4.epochs, held4) + measurements * forward_s(probes, tokens)
         for job in s4.jobs(p.seeds))
 
-    # 05: reward models (its grid and the gamma_bt sweep), then its policies
+    # 05: the starting policy, then its policies; 05b: reward models (its grid and the gamma_bt sweep)
     s5 = prof.mmpo
     q5, held5 = s5.quality, min(s5.test_pairs, test["high"] + test["low"])
     seeds5 = s5.policy_changes().get("seeds", p.seeds)
+    nb05 = evaluate(p.n_eval_prompts) + forward_s(held5, tokens) + sum(
+        policy(q5, job["method"], pairs_measured=held5, checkpoints=s5.checkpoints or 0)
+        for job in s5.policy_jobs(seeds5))
     n_rm = len(s5.reward_model_jobs(seeds5)) + len(s5.sweep_jobs(seeds5, d.label_scale))
-    nb05 = n_rm * (train_s(n(q5), d.rm_epochs, gen_tokens, reference=False) + forward_s(held5, gen_tokens))
-    nb05 += evaluate(p.n_eval_prompts) + forward_s(held5, tokens)
-    nb05 += sum(policy(q5, job["method"], pairs_measured=held5, checkpoints=s5.checkpoints or 0)
-                for job in s5.policy_jobs(seeds5))
+    nb05b = n_rm * (train_s(n(q5), d.rm_epochs, gen_tokens, reference=False) + forward_s(held5, gen_tokens))
     minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "02b_madpo_sensitivity": nb02b, "03_gamma_po_noise": nb03,
-               "04_amapo_ranking": nb04, "05_mmpo_margins": nb05}
+               "04_amapo_ranking": nb04, "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b}
     return {k: round(v / 60, 1) for k, v in minutes.items()}
 
 

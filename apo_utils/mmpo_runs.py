@@ -43,9 +43,19 @@ def training_rows(rows: list[dict], method: str) -> list[dict]:
     return with_margin(rows, margin) if margin else list(rows)
 
 
+def gamma_bt_for(margin: str, gamma_bt: float) -> float:
+    """The margin-to-target scale for a margin column: the study's for the true margins (VADER units), 1 for the
+    reward model's (already in log-odds of a label). Reward models (notebook 05b) and policies (05) share it."""
+    return gamma_bt if margin == "true_margin" else 1.0
+
+
+# which soft targets MMPO can be given: name -> the margin column they come from
+TARGET_MARGINS = {"true": "true_margin", "estimated": "margin"}
+
+
 def loss_kwargs(method: str, gamma_bt: float) -> dict:
-    """MMPO's gamma_bt: the study's for the true margins, 1 for the reward model's (already in log-odds)."""
+    """What MMPO's loss needs beyond the pairs: its gamma_bt for the margin it reads (`gamma_bt_for`)."""
     loss, margin, _ = POLICIES[method]
     if loss != "mmpo":
         return {}
-    return {"gamma_bt": gamma_bt if margin == "true_margin" else 1.0}
+    return {"gamma_bt": gamma_bt_for(margin, gamma_bt)}

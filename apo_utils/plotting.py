@@ -216,7 +216,7 @@ def frontier_figure(rows, settings, methods, start_reward: float, reward_label: 
                 pts = [(r["kl"], r["reward"]) for r in sub if float(r["beta"]) == b]
                 dots = ax.scatter(*zip(*pts), s=12, alpha=0.35, color=color(m), marker=_BETA_MARKERS[i % 9],
                                   linewidths=0)
-                handles.setdefault(f"{label(m)}, β = {b:g}", dots)
+                handles.setdefault(f"{label(m)}, β = {b:.3g}", dots)  # 3 figures: β/3 of 0.1 reads 0.0333
             line, = ax.plot(*zip(*frontier((r["kl"], r["reward"]) for r in sub)), color=color(m), lw=2,
                             label=label(m))
             handles.setdefault(label(m), line)

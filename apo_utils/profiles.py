@@ -218,16 +218,16 @@ class RankingSettings:
 
 @dataclass(frozen=True)
 class MmpoSettings:
-    """Notebook 05: reward models on hard labels against MMPO's soft targets; policies of DPO (on the labels as
-    given, truth-corrected, or the reward model's) and MMPO (true or estimated margins), each measured along
-    training (a reward-KL frontier), every seed."""
+    """Notebooks 05 and 05b. 05: policies of DPO (on the labels as given, truth-corrected, or the reward model's)
+    and MMPO (true or estimated margins), each measured along training (a reward-KL frontier), every seed. 05b:
+    reward models on hard labels against MMPO's soft targets, and the gamma_bt sweep."""
 
     quality: str = "high"
     gamma_bt: float = 9.9  # the authors' 2.2 (UltraFeedback's 1-10 scores) x 4.5 (VADER's range is 2, not 9)
     test_pairs: int = 600  # held-out pairs of both tiers measured (a fixed sample)
     bt_scales: tuple[float, ...] = (1.35, 4.95, 9.9)  # gamma_bt tried on the reward model (with the label scale)
     policies: tuple[str, ...] = ("dpo", "dpo_truth_labels", "dpo_rm_labels", "mmpo", "mmpo_estimated")  # mmpo_runs
-    seeds: int | None = None  # policies train seeds 0..n-1 (None: PolicySettings.seeds)
+    seeds: int | None = None  # policies and reward models train seeds 0..n-1 (None: PolicySettings.seeds)
     rm_seeds: int | None = None  # reward models on hard labels and true margins: the first n seeds (None: all)
     extra_seeds: int | None = None  # reward models on estimated margins: the first n seeds (None: all)
     budgets: int = 2  # matched-KL budgets each reward comparison is made at
@@ -258,7 +258,7 @@ class MmpoSettings:
 
 # Which Profile field holds each study notebook's own settings.
 STUDY_SECTIONS = {"02_madpo_imdb": "madpo", "02b_madpo_sensitivity": "madpo", "03_gamma_po_noise": "noise", "04_amapo_ranking": "ranking",
-                  "05_mmpo_margins": "mmpo"}
+                  "05_mmpo_margins": "mmpo", "05b_mmpo_reward_models": "mmpo"}
 
 
 @dataclass(frozen=True)
@@ -329,12 +329,13 @@ _SETTINGS = {
                    noise=NoiseSettings(rates=(0.0, 0.2), seeds=5, extra_seeds=2, train_pairs=500),
                    ranking=RankingSettings(epochs=1.5, track_every=25, track_train_pairs=64, track_test_pairs=200,
                                            methods=("dpo", "simpo", "amapo")),
-                   # 05: 500 pairs a policy and a reward model (as 02), policies measured at 5 points along training:
-                   # DPO on the labels as given and truth-corrected, MMPO on true and estimated margins, 5 seeds
-                   # (20 runs of about 2.5 min); reward models on 3 seeds, estimated margins and the gamma_bt sweep
-                   # (the annotator's scale and 1.35) on 1. DPO on the reward model's labels is 02's.
+                   # 05: 500 pairs a policy (as 02), measured at 5 points along training: DPO on the labels as given
+                   # and truth-corrected, MMPO on true and estimated margins, 5 seeds (20 runs of about 2.5 min). DPO
+                   # on the reward model's labels is 02's. 05b: reward models on the same 500 pairs, hard labels and
+                   # soft targets from true and estimated margins on 5 seeds (about 70 s each), the gamma_bt sweep
+                   # (the annotator's scale and 1.35) on 1.
                    mmpo=MmpoSettings(policies=("dpo", "dpo_truth_labels", "mmpo", "mmpo_estimated"), seeds=5,
-                                     train_pairs=500, rm_seeds=3, extra_seeds=1, bt_scales=(1.35, 9.9))),
+                                     train_pairs=500, bt_scales=(1.35, 9.9))),
     # gpu: one free Colab T4 (or any one GPU), each notebook <= 60 min. No T4 was lent to this project, so the size
     # comes from the MADPO authors' T4 timings of this very set-up (Gemma-3-270M, LoRA r 16, float32 as
     # env.mixed_precision picks for Gemma 3 on a T4): IPO trained 10,000 pairs of <= 196 tokens in 11:04 an epoch

@@ -62,6 +62,7 @@ class Study:
         self.prompts = held_out_prompts(self.pairs, self.policy_settings.n_eval_prompts, seed)
         self.sets: dict[str, list[dict]] = {}
         self.comparisons: list[dict] = []
+        self.backbone, self.scorer, self.ref = None, None, {}  # set by `start` (a study of reward models never calls it)
         print(f"profile={self.profile}  device={self.record.data['device']}  seeds={self.seeds}  "
               f"held-out prompts={len(self.prompts)}")
 
@@ -253,18 +254,21 @@ class Study:
         """Write the run record (metrics, comparisons, sizes, provenance) and a copy of the metrics to output_dir."""
         per_unit = [c for c in runs.columns
                     if c in ("raw", "frontier") or c.startswith("prompt_") or c.endswith(("_correct", "_units"))]
-        backbone = Path(self.backbone).name if Path(self.backbone).is_dir() else self.backbone
+        # without `start` (reward models only) no starting policy was built or measured: notebook 01's backbone
+        backbone = self.data_settings.policy if self.backbone is None else self.backbone
+        backbone = Path(backbone).name if Path(backbone).is_dir() else backbone
         metrics = {"reference": {k: v for k, v in self.ref.items() if k != "examples" and not k.startswith("prompt_")},
                    "table": {"/".join(map(str, k)): v for k, v in table.items()}, "comparisons": self.comparisons,
                    **metrics, "runs": runs.drop(columns=per_unit).to_dict(orient="records"), "backbone": backbone,
-                   "held_out_prompts": len(self.prompts), "held_out_pairs": {k: len(v) for k, v in self.sets.items()},
+                   "held_out_prompts": len(self.prompts) if self.ref else 0, "held_out_pairs": {k: len(v) for k, v in self.sets.items()},
                    "train_pairs_per_policy": int(runs.train_pairs.min()) if "train_pairs" in runs else None,
                    "runs_reused": int(runs.reused.sum()), "runs_total": len(runs)}
         frontiers = self.frontier_rows(runs) if "frontier" in runs else []
         if frontiers:  # the points themselves (rewards per prompt stay in output_dir's metrics.json)
             metrics["frontiers"] = [{k: v for k, v in r.items() if not k.startswith("prompt_")} for r in frontiers]
         self.record.metrics.update(metrics)
-        self.record.data["provenance"] = {"scorer": self.scorer.description, "backbone": backbone}
+        scorer = self.data_settings.scorer if self.scorer is None else self.scorer.description
+        self.record.data["provenance"] = {"scorer": scorer, "backbone": backbone}
         path = self.record.save()
         atomic_write_json(self.work / "metrics.json", {**metrics, **({"frontier_points": frontiers} if frontiers else {})})
         print("run record:", path.relative_to(repo_root()))

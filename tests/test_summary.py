@@ -85,10 +85,15 @@ def test_extractors_of_studies_03_to_05_read_their_records():
     assert [r["method"] for r in summary.EXTRACT["04_amapo_ranking"](ranking)] == ["amapo", "dpo"]
     mmpo = {**base, "metrics": {"reward_models": {"bradley_terry": {"ece": stat(0.2)}, "mmpo": {"ece": stat(0.1)}},
                                 "policies": {"dpo": {"reward": stat(0.5)}, "mmpo": {"reward": stat(0.6)}}}}
-    rows = summary.EXTRACT["05_mmpo_margins"](mmpo)
+    rows = summary.EXTRACT["05_mmpo_margins"](mmpo)  # a record made before the reward models moved to 05b
     assert {(r["setting"], r["method"]) for r in rows} == {("reward model", "bradley_terry"), ("reward model", "mmpo"),
                                                           ("policy", "dpo"), ("policy", "mmpo")}
     assert all(r["n"] == 3 and r["commit"] == "abc" for r in rows)
+    policies_only = {**mmpo, "metrics": {"policies": mmpo["metrics"]["policies"]}}
+    assert {r["setting"] for r in summary.EXTRACT["05_mmpo_margins"](policies_only)} == {"policy"}
+    rows = summary.EXTRACT["05b_mmpo_reward_models"](mmpo)
+    assert {(r["study"], r["method"]) for r in rows} == {("05b_mmpo_reward_models", "bradley_terry"),
+                                                        ("05b_mmpo_reward_models", "mmpo")}
 
 
 def test_a_notebook_whose_prose_alone_changed_leaves_its_record_current(tmp_path):
