@@ -138,15 +138,19 @@ def estimate(profile: str) -> dict[str, float]:
         policy(s3.quality, job["method"], pairs_measured=held3, checkpoints=s3.checkpoints or 0)
         for job in s3.jobs(s3.policy_changes().get("seeds", p.seeds)))
 
-    # 04: every job, measured every track_every steps on two probes, then every held-out pair
+    # 04: every job, measured every track_every steps on two probes, reward and KL at its checkpoints, then every
+    # held-out pair
     s4 = prof.ranking
-    q4 = s4.quality
-    measurements = math.ceil(s4.epochs * n(q4) / p.batch_size / s4.track_every) + 1
-    probes = min(s4.track_train_pairs, n(q4)) + min(s4.track_test_pairs, test[q4])
+    q4, changes4 = s4.quality, s4.policy_changes()
+    n4 = min(changes4.get("train_pairs", n(q4)) or train[q4], train[q4])
+    measurements = math.ceil(s4.epochs * n4 / p.batch_size / s4.track_every) + 1
+    probes = min(s4.track_train_pairs, n4) + min(s4.track_test_pairs, test[q4])
     held4 = min(s4.test_pairs, test[q4])
     nb04 = evaluate(p.n_eval_prompts) + forward_s(held4 + probes, tokens) + sum(
-        policy(q4, job["method"], s4.epochs, held4) + measurements * forward_s(probes, tokens)
-        for job in s4.jobs(p.seeds))
+        train_s(n4, s4.epochs, tokens, capabilities(loss_of(job["method"])).reference) + evaluate(p.n_eval_prompts)
+        + max((s4.checkpoints or 0) - 1, 0) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts))
+        + forward_s(held4, tokens) + measurements * forward_s(probes, tokens)
+        for job in s4.jobs(changes4.get("seeds", p.seeds)))
 
     # 05: the starting policy, then its policies; 05b: reward models (its grid and the gamma_bt sweep)
     s5 = prof.mmpo

@@ -198,19 +198,26 @@ class NoiseSettings:
 
 @dataclass(frozen=True)
 class RankingSettings:
-    """Notebook 04: ranking accuracy along training, and where each loss spends its gradient."""
+    """Notebook 04: ranking accuracy along training, against the labels and against the truth, where each loss
+    spends its gradient, and each policy's reward and KL along training (a reward-KL frontier)."""
 
-    quality: str = "high"  # subtle margins, many misranked pairs
+    quality: str = "high"  # subtle margins, many misranked pairs, a fifth of the labels wrong
     epochs: float = 2.0  # passes over the data, so that over-fitting has time to show (replaces PolicySettings')
     methods: tuple[str, ...] = ("dpo", "ipo", "simpo", "amapo")
     track_every: int = 4  # optimizer steps between measurements during training
     track_train_pairs: int = 48  # training pairs measured during training
     track_test_pairs: int = 48  # held-out pairs measured during training (all of them at the end)
     test_pairs: int = 700  # held-out pairs of the tier ranked at the end (a fixed sample)
+    seeds: int | None = None  # train seeds 0..n-1 (None: PolicySettings.seeds)
+    budgets: int = 2  # matched-KL budgets each reward comparison is made at
+    checkpoints: int | None = 5  # reward and KL along training (PolicySettings.checkpoints) for this study
+    train_pairs: int | None = None  # pairs a policy trains on (None: PolicySettings.train_pairs)
 
     def policy_changes(self) -> dict:
         """PolicySettings this study sets otherwise (the record stores the result)."""
-        return {"epochs": self.epochs}
+        return {"epochs": self.epochs, **({"checkpoints": self.checkpoints} if self.checkpoints else {}),
+                **({"seeds": tuple(range(self.seeds))} if self.seeds else {}),
+                **({"train_pairs": self.train_pairs} if self.train_pairs else {})}
 
     def jobs(self, seeds) -> list[dict]:
         return [{"setting": self.quality, "seed": s, "method": m} for s in seeds for m in self.methods]
@@ -292,6 +299,7 @@ _SETTINGS = {
                      policy=PolicySettings(checkpoint_prompts=8),
                      madpo=MadpoSettings(beta_scales=(0.5, 1.0), checkpoints=3, sweep_seeds=2, extra_seeds=1),
                      noise=NoiseSettings(rates=(0.0, 0.2), checkpoints=3, seeds=2, extra_seeds=1),
+                     ranking=RankingSettings(checkpoints=3),
                      mmpo=MmpoSettings(checkpoints=3, seeds=2, extra_seeds=1, bt_scales=(1.35, 9.9))),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
@@ -320,15 +328,17 @@ _SETTINGS = {
                    # On a CPU without bf16 units (fp32, 1.5 s a step) that fits the hour with 500 pairs a policy
                    # (63 steps) and no held-out ranking: 15 runs of about 3.5 min. 02b: DPO and MADPO at beta/3 and
                    # 3 beta and beta-DPO on 2 seeds, IPO and MADPO's variants on 1.
-                   # 04: 1.5 epochs measured every 25 steps, IPO left out, 3 seeds.
                    madpo=MadpoSettings(tiers=("high",), headline=("dpo", "dpo_rm_labels", "madpo"), seeds=5,
                                        train_pairs=500, test_pairs=0, elsewhere=("beta_dpo",), other_tiers=False,
                                        ipo_both_tiers=False, sweep_seeds=2, extra_seeds=1),
                    # 03: SimPO and gamma-SimPO (gamma0 / tau = 1) at 20 % flips on 5 seeds, and with no flips, DPO and
                    # gamma-DPO at 20 % on 2 seeds; 500 low-tier pairs a policy, each measured at 5 points (18 runs).
                    noise=NoiseSettings(rates=(0.0, 0.2), seeds=5, extra_seeds=2, train_pairs=500),
-                   ranking=RankingSettings(epochs=1.5, track_every=25, track_train_pairs=64, track_test_pairs=200,
-                                           methods=("dpo", "simpo", "amapo")),
+                   # 04: DPO, SimPO and AMaPO on 5 seeds, 400 high-tier pairs for 2 epochs (100 steps: a pair is
+                   # seen twice, so fitting its label can outrun learning the truth), ranking measured every 10
+                   # steps, reward and KL at 5 points along training.
+                   ranking=RankingSettings(epochs=2.0, track_every=10, track_train_pairs=64, track_test_pairs=200,
+                                           methods=("dpo", "simpo", "amapo"), seeds=5, train_pairs=400),
                    # 05: 500 pairs a policy (as 02), measured at 5 points along training: DPO on the labels as given
                    # and truth-corrected, MMPO on true and estimated margins, 5 seeds (20 runs of about 2.5 min). DPO
                    # on the reward model's labels is 02's. 05b: reward models on the same 500 pairs, hard labels and

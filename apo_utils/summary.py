@@ -333,6 +333,7 @@ HEADLINES = (
      "γ-SimPO's policy earns more true reward than SimPO's under label noise (arXiv 2506.03690)"),
     ("04_amapo_ranking", "amapo", "dpo", "test_accuracy", "AMaPO ranks held-out pairs better than DPO (arXiv 2511.09385)"),
     ("04_amapo_ranking", "amapo", "simpo", "test_accuracy", "AMaPO ranks held-out pairs better than SimPO"),
+    ("04_amapo_ranking", "amapo", "simpo", "test_truth_accuracy", "... scored against the truth, not the labels"),
     ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_prob_error",
      "MMPO's reward model is better calibrated than hard labels' (arXiv 2410.03145)"),
     ("05_mmpo_margins", "mmpo", "dpo", "reward",
