@@ -120,13 +120,14 @@ def summary_frame(table: dict, columns: dict | None = None, name=str) -> pd.Data
 
 
 def paired_comparison(runs: pd.DataFrame, setting: str, metric: str, method: str, baseline: str,
-                      sets: dict | None = None) -> dict:
+                      sets: dict | None = None, matters: float | None = None) -> dict:
     """Paired difference `method` − `baseline` on `metric` in one setting: the same seeds (same data, order and
     adapter initialisation) and the same units. Units: held-out prompts for 'reward' (the mean of a prompt's
     samples, column 'prompt_rewards'); pairs of a set for '<set>_..._accuracy' (column '<set>_..._correct') and
     for any other '<set>_...' metric (column '<metric>_units'), grouped by the prompt of each pair in
     `sets[<set>]` (a prompt's pairs are not independent). 95 % interval by resampling seeds and units
-    (`seeds_by_units_bootstrap`)."""
+    (`seeds_by_units_bootstrap`), and beside it the t interval over the per-seed mean differences (`seed_interval`;
+    judge with `verdict_cautious`). matters: the smallest difference that matters for this metric, kept with it."""
     sub = runs[runs.setting == setting]
     col = ("prompt_rewards" if metric == "reward" else metric.removesuffix("_accuracy") + "_correct"
            if metric.endswith("_accuracy") else metric + "_units")
@@ -137,8 +138,10 @@ def paired_comparison(runs: pd.DataFrame, setting: str, metric: str, method: str
     diff = np.array([np.asarray(a[s], dtype=float) - np.asarray(b[s], dtype=float) for s in seeds])
     pairs = (sets or {}).get(metric.split("_")[0]) if metric != "reward" else None
     groups = None if pairs is None else [r["prompt"] for r in pairs]
+    seed = seed_interval(diff.mean(1))
     return {"setting": setting, "metric": metric, "method": method, "baseline": baseline,
-            **seeds_by_units_bootstrap(diff, groups)}
+            **seeds_by_units_bootstrap(diff, groups), "seed_ci95": seed["ci95"], "seed_half_width": seed["half_width"],
+            **({"matters": matters} if matters is not None else {})}
 
 
 def comparison_table(comparisons: list[dict], name=str, metric_name=str) -> pd.DataFrame:

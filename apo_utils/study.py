@@ -154,9 +154,11 @@ class Study:
                            f"({time.time() - t0:.0f} s{', finished before' if r.get('reused') else ''})")
         return pd.DataFrame(rows)
 
-    def compare(self, runs: pd.DataFrame, setting: str, metric: str, method: str, baseline: str, note: str = "") -> dict:
-        """`stats.paired_comparison` on this study's runs and pair sets; kept for the record (`metrics.comparisons`)."""
-        entry = stats.paired_comparison(runs, setting, metric, method, baseline, self.sets)
+    def compare(self, runs: pd.DataFrame, setting: str, metric: str, method: str, baseline: str, note: str = "",
+                matters: float | None = None) -> dict:
+        """`stats.paired_comparison` on this study's runs and pair sets; kept for the record (`metrics.comparisons`).
+        matters: the smallest difference that matters for this metric (the verdict's 'no difference' margin)."""
+        entry = stats.paired_comparison(runs, setting, metric, method, baseline, self.sets, matters)
         self.comparisons.append({**entry, **({"note": note} if note else {})})
         return self.comparisons[-1]
 

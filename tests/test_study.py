@@ -35,6 +35,27 @@ def test_paired_comparison_finds_an_effect_and_its_absence():
     assert rev["diff"] == pytest.approx(-on["diff"])
 
 
+def test_a_paired_comparison_carries_the_interval_over_seeds_and_its_margin():
+    """Beside the crossed bootstrap, the t interval over per-seed mean differences: a verdict takes the wider, so
+    seeds that disagree keep it from 'higher' however many prompts agree within each seed."""
+    from apo_utils.stats import seed_interval, verdict_cautious
+    runs = _runs(0.05)
+    c = paired_comparison(runs, "high", "reward", "madpo", "dpo", matters=0.01)
+    per_seed = [np.mean(np.subtract(*(runs[(runs.seed == s) & (runs.method == m)].prompt_rewards.iloc[0]
+                                      for m in ("madpo", "dpo")))) for s in (0, 1, 2)]
+    assert c["seed_ci95"] == pytest.approx(seed_interval(per_seed)["ci95"]) and c["matters"] == 0.01
+    assert verdict_cautious(c) == "higher"
+    # seeds that disagree in sign: each seed's prompts agree tightly, the seeds do not
+    mixed = runs.copy()
+    for s, shift in ((0, 0.2), (1, -0.1), (2, 0.0)):
+        i = mixed.index[(mixed.seed == s) & (mixed.method == "madpo")][0]
+        mixed.at[i, "prompt_rewards"] = (np.asarray(mixed.at[i, "prompt_rewards"]) + shift).tolist()
+    wide = paired_comparison(mixed, "high", "reward", "madpo", "dpo", matters=0.01)
+    assert wide["seed_ci95"][1] - wide["seed_ci95"][0] > wide["ci95"][1] - wide["ci95"][0]
+    assert verdict_cautious(wide) == "not resolved"
+    assert "matters" not in paired_comparison(runs, "high", "reward", "madpo", "dpo")  # the verdict's default then
+
+
 def test_verdict_says_not_resolved_when_the_interval_is_wide():
     assert verdict({"ci95": [-0.08, 0.05]}) == "not resolved"
     assert verdict({"ci95": [-0.02, 0.02]}).startswith("no difference")
