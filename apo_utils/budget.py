@@ -148,7 +148,8 @@ def estimate(profile: str) -> dict[str, float]:
     held4 = min(s4.test_pairs, test[q4])
     nb04 = evaluate(p.n_eval_prompts) + forward_s(held4 + probes, tokens) + sum(
         train_s(n4, s4.epochs, tokens, capabilities(loss_of(job["method"])).reference) + evaluate(p.n_eval_prompts)
-        + max((s4.checkpoints or 0) - 1, 0) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts))
+        # with checkpoints, reward and KL are sampled at every tracked step (policy_runs: the two share track_every)
+        + ((measurements - 1) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts)) if s4.checkpoints else 0)
         + forward_s(held4, tokens) + measurements * forward_s(probes, tokens)
         for job in s4.jobs(changes4.get("seeds", p.seeds)))
 

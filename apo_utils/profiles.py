@@ -204,13 +204,13 @@ class RankingSettings:
     quality: str = "high"  # subtle margins, many misranked pairs, a fifth of the labels wrong
     epochs: float = 2.0  # passes over the data, so that over-fitting has time to show (replaces PolicySettings')
     methods: tuple[str, ...] = ("dpo", "ipo", "simpo", "amapo")
-    track_every: int = 4  # optimizer steps between measurements during training
+    track_every: int = 4  # optimizer steps between measurements during training (reward and KL too, at `checkpoints`)
     track_train_pairs: int = 48  # training pairs measured during training
     track_test_pairs: int = 48  # held-out pairs measured during training (all of them at the end)
     test_pairs: int = 700  # held-out pairs of the tier ranked at the end (a fixed sample)
     seeds: int | None = None  # train seeds 0..n-1 (None: PolicySettings.seeds)
     budgets: int = 2  # matched-KL budgets each reward comparison is made at
-    checkpoints: int | None = 5  # reward and KL along training (PolicySettings.checkpoints) for this study
+    checkpoints: int | None = 5  # measure reward and KL along training: at every tracked step, at least this many
     train_pairs: int | None = None  # pairs a policy trains on (None: PolicySettings.train_pairs)
 
     def policy_changes(self) -> dict:
@@ -336,9 +336,9 @@ _SETTINGS = {
                    # gamma-DPO (at DPO's beta the margins shift its logit by at most 0.09) run on gpu only.
                    noise=NoiseSettings(rates=(0.0, 0.2), seeds=5, extra_seeds=2, train_pairs=500, dpo_rates=()),
                    # 04: DPO, SimPO and AMaPO on 5 seeds, 400 high-tier pairs for 2 epochs (100 steps: a pair is
-                   # seen twice, so fitting its label can outrun learning the truth), ranking measured every 10
-                   # steps, reward and KL at 5 points along training.
-                   ranking=RankingSettings(epochs=2.0, track_every=10, track_train_pairs=64, track_test_pairs=200,
+                   # seen twice, so fitting its label can outrun learning the truth); ranking, reward and KL measured
+                   # together every 25 steps (5 points, the start and the end included).
+                   ranking=RankingSettings(epochs=2.0, track_every=25, track_train_pairs=64, track_test_pairs=200,
                                            methods=("dpo", "simpo", "amapo"), seeds=5, train_pairs=400),
                    # 05: 500 pairs a policy (as 02), measured at 5 points along training: DPO on the labels as given
                    # and truth-corrected, MMPO on true and estimated margins, 5 seeds (20 runs of about 2.5 min). DPO
