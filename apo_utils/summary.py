@@ -374,8 +374,9 @@ def comparisons_markdown(rows: list[dict], stale: dict[str, str] | None = None) 
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in rows:
         mark = " †" if c["path"] in stale else ""
+        lo, hi = cautious_interval(c)  # the interval the verdict reads
         lines.append(f"| {c['study']} | {c['setting']} | {c['metric']} | {c['method']} − {c['baseline']} | {where(c)} | "
-                     f"{c['diff']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {c['n_seeds']} | {verdict_cautious(c)} | "
+                     f"{c['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {c['n_seeds']} | {verdict_cautious(c)} | "
                      f"`{c['profile']}`{mark} |")
     return "\n".join(lines)
 
