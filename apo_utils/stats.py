@@ -164,11 +164,14 @@ def where(c: dict) -> str:
 
 
 def findings(comparisons: list[dict], name=str, metric_name=str) -> str:
-    """The comparisons as sentences, one a line: what a notebook's last cell prints for the run just made."""
-    return "\n".join(f"{c['setting']}: {name(c['method'])} − {name(c['baseline'])} in {metric_name(c['metric'])} "
-                     f"({where(c)}): {c['diff']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}], {verdict_cautious(c)} "
-                     f"({c['n_seeds']} seed{'s' * (c['n_seeds'] != 1)}{'; ' + c['note'] if c.get('note') else ''})"
-                     for c in comparisons)
+    """The comparisons as sentences, one a line: what a notebook's last cell prints for the run just made. The
+    interval shown is the one the verdict reads (`cautious_interval`), so the two never disagree on the page."""
+    def line(c):
+        lo, hi = cautious_interval(c)
+        return (f"{c['setting']}: {name(c['method'])} − {name(c['baseline'])} in {metric_name(c['metric'])} "
+                f"({where(c)}): {c['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}], {verdict_cautious(c)} "
+                f"({c['n_seeds']} seed{'s' * (c['n_seeds'] != 1)}{'; ' + c['note'] if c.get('note') else ''})")
+    return "\n".join(line(c) for c in comparisons)
 
 
 def seed_interval(per_seed_diffs) -> dict:

@@ -328,9 +328,9 @@ HEADLINES = (
     ("02b_madpo_sensitivity", "madpo", "dpo", "reward", "... with each method on its best of three β"),
     ("02b_madpo_sensitivity", "madpo", "beta_dpo", "reward", "MADPO beats β-DPO (arXiv 2510.05342v1, Table 1)"),
     ("03_gamma_po_noise", "gamma_simpo", "simpo", "test_accuracy",
-     "γ-SimPO ranks pairs better than SimPO under label noise (arXiv 2506.03690)"),
+     "γ-SimPO ranks pairs better than SimPO, with flipped labels and without (arXiv 2506.03690)"),
     ("03_gamma_po_noise", "gamma_simpo", "simpo", "reward",
-     "γ-SimPO's policy earns more true reward than SimPO's under label noise (arXiv 2506.03690)"),
+     "γ-SimPO's policy earns more true reward than SimPO's, with flipped labels and without (arXiv 2506.03690)"),
     ("04_amapo_ranking", "amapo", "dpo", "test_accuracy", "AMaPO ranks held-out pairs better than DPO (arXiv 2511.09385)"),
     ("04_amapo_ranking", "amapo", "simpo", "test_accuracy", "AMaPO ranks held-out pairs better than SimPO"),
     ("04_amapo_ranking", "amapo", "simpo", "test_truth_accuracy", "... scored against the truth, not the labels"),
@@ -375,8 +375,9 @@ def comparisons_markdown(rows: list[dict], stale: dict[str, str] | None = None) 
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in rows:
         mark = " †" if c["path"] in stale else ""
+        lo, hi = cautious_interval(c)  # the interval the verdict reads
         lines.append(f"| {c['study']} | {c['setting']} | {c['metric']} | {c['method']} − {c['baseline']} | {where(c)} | "
-                     f"{c['diff']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {c['n_seeds']} | {verdict_cautious(c)} | "
+                     f"{c['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {c['n_seeds']} | {verdict_cautious(c)} | "
                      f"`{c['profile']}`{mark} |")
     return "\n".join(lines)
 

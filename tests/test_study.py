@@ -54,6 +54,10 @@ def test_a_paired_comparison_carries_the_interval_over_seeds_and_its_margin():
     assert wide["seed_ci95"][1] - wide["seed_ci95"][0] > wide["ci95"][1] - wide["ci95"][0]
     assert verdict_cautious(wide) == "not resolved"
     assert "matters" not in paired_comparison(runs, "high", "reward", "madpo", "dpo")  # the verdict's default then
+    # the sentence a notebook prints shows the interval its verdict reads, not the narrower bootstrap alone
+    from apo_utils.stats import cautious_interval, findings
+    lo, hi = cautious_interval(wide)
+    assert f"[{lo:+.3f}, {hi:+.3f}], not resolved" in findings([wide])
 
 
 def test_verdict_says_not_resolved_when_the_interval_is_wide():
