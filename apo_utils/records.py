@@ -83,6 +83,15 @@ def figures_root(study: str, profile: str) -> Path:
     return repo_root() / "outputs" / "figures"
 
 
+def time_from_nothing(record: dict) -> float | None:
+    """What the record's notebook costs from nothing, as far as the record can tell: its `full_run_s`, never less
+    than its own wall time, since a run that took some steps from a cache still took that long (and a `full_run_s`
+    carried over from a run of other settings may be shorter)."""
+    times = [t for t in (record.get("full_run_s"), (record.get("wall_time_s") or {}).get("total"))
+             if isinstance(t, (int, float))]
+    return max(times) if times else None
+
+
 class RunRecord:
     """Collects a study's provenance and results; `save()` writes it atomically next to the figures."""
 
@@ -133,7 +142,10 @@ class RunRecord:
 
     def save(self) -> Path:
         """Write the record. `full_run_s` is the wall time of the last run that computed everything: this one if it
-        took nothing from a cache (`reused` is empty), else the one the previous record carried, with its commit."""
+        took nothing from a cache (`reused` is empty), else what the previous record knew (`time_from_nothing`: its
+        full_run_s, or its own wall time where longer), with its commit, as long as that record ran with the same
+        settings (a run at other settings, a pair count say, costs otherwise: then it is unknown, and
+        `time_from_nothing` falls back on this run's own wall time, a lower bound)."""
         total = round(time.perf_counter() - self.t0, 3)
         self.data["wall_time_s"]["total"] = total
         self.data["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -145,8 +157,10 @@ class RunRecord:
             self.data["full_run_s"], self.data["full_run_commit"] = total, self.data["git"].get("commit")
         else:
             before = read_json_or_none(self.dir / "run_record.json") or {}
-            self.data["full_run_s"] = before.get("full_run_s")
-            self.data["full_run_commit"] = before.get("full_run_commit")
+            carried = time_from_nothing(before) if before.get("settings") == self.data["settings"] else None
+            self.data["full_run_s"] = carried
+            self.data["full_run_commit"] = (None if carried is None else before.get("full_run_commit")
+                                            if carried == before.get("full_run_s") else (before.get("git") or {}).get("commit"))
         path = atomic_write_json(self.dir / "run_record.json", self.data)
         if self.beside:
             print(self.beside_reference())

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import code_version, profiles
+from .records import time_from_nothing
 from .stats import cautious_interval, verdict_cautious, where
 from .storage import atomic_write_bytes, repo_root
 
@@ -341,6 +342,8 @@ HEADLINES = (
     ("05_mmpo_margins", "mmpo", "dpo_truth_labels", "reward",
      "... than DPO told which response is truly better (the same information)"),
     ("05_mmpo_margins", "mmpo_estimated", "dpo", "reward", "... with the reward model's estimated margins"),
+    ("05_mmpo_margins", "mmpo_estimated", "dpo_rm_labels", "reward",
+     "... than DPO given the same reward model's labels (the same information)"),
 )
 
 
@@ -422,7 +425,7 @@ def _duration(seconds: float) -> str:
 
 def paths_section(root: Path | None = None) -> str:
     """The README's table of notebooks: what each costs from nothing on 2 CPU cores (`cpu`, the committed record's
-    `full_run_s`) and on a free Colab T4 (`gpu`, `budget.estimate`), with its Colab badge."""
+    `full_run_s`, or its own wall time where that is longer: `records.time_from_nothing`) and on a free Colab T4 (`gpu`, `budget.estimate`), with its Colab badge."""
     from . import budget, colab
 
     cpu = {r["study"]: r for r in records(root, committed_only=True) if r["profile"] == "cpu"}
@@ -431,7 +434,7 @@ def paths_section(root: Path | None = None) -> str:
              "| --- | --- | --- | --- |"]
     total_cpu, total_t4, missing = 0.0, 0.0, []
     for nb in NOTEBOOKS:
-        full = (cpu.get(nb) or {}).get("full_run_s")
+        full = time_from_nothing(cpu[nb]) if nb in cpu else None
         if isinstance(full, (int, float)):
             total_cpu += full
         else:

@@ -54,3 +54,25 @@ def test_a_learners_run_is_shown_beside_the_reference_not_over_it(tmp_path, monk
     assert records.RunRecord("02_x", "cpu", [0]).dir == committed
     monkeypatch.delenv(records.UPDATE_REFERENCE)
     assert records.RunRecord("02_x", "smoke", [0]).dir == tmp_path / "figures" / "02_x" / "smoke"  # never committed
+
+
+def test_a_cached_rerun_at_other_settings_does_not_inherit_the_old_cost(tmp_path):
+    def run(settings):
+        rec = RunRecord("99_test", "smoke", [0], settings=settings, figures_dir=tmp_path / "figures")
+        cached_map(lambda b: b, [1, 2], 1, tmp_path / "cache", key={}, progress=False)
+        return read_json(rec.save())
+
+    first = run({"pairs": 400})
+    assert first["full_run_s"] == first["wall_time_s"]["total"]
+    second = run({"pairs": 300})  # its batches came from the cache, but the old cost was for other settings
+    assert second["reused"] == {"cache batches": 2} and second["full_run_s"] is None
+    assert second["full_run_commit"] is None
+
+
+def test_time_from_nothing_is_never_below_the_records_own_wall_time():
+    from apo_utils.records import time_from_nothing
+
+    assert time_from_nothing({"full_run_s": 2400.0, "wall_time_s": {"total": 3600.0}}) == 3600.0
+    assert time_from_nothing({"full_run_s": 3600.0, "wall_time_s": {"total": 60.0}}) == 3600.0
+    assert time_from_nothing({"full_run_s": None, "wall_time_s": {"total": 60.0}}) == 60.0
+    assert time_from_nothing({}) is None
