@@ -8,6 +8,7 @@ figures made from it. The summary notebook and the README table read these files
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import subprocess
@@ -157,7 +158,8 @@ class RunRecord:
             self.data["full_run_s"], self.data["full_run_commit"] = total, self.data["git"].get("commit")
         else:
             before = read_json_or_none(self.dir / "run_record.json") or {}
-            carried = time_from_nothing(before) if before.get("settings") == self.data["settings"] else None
+            same = before.get("settings") == json.loads(json.dumps(self.data["settings"]))  # tuples read back as lists
+            carried = time_from_nothing(before) if same else None
             self.data["full_run_s"] = carried
             self.data["full_run_commit"] = (None if carried is None else before.get("full_run_commit")
                                             if carried == before.get("full_run_s") else (before.get("git") or {}).get("commit"))

@@ -62,9 +62,11 @@ def test_a_cached_rerun_at_other_settings_does_not_inherit_the_old_cost(tmp_path
         cached_map(lambda b: b, [1, 2], 1, tmp_path / "cache", key={}, progress=False)
         return read_json(rec.save())
 
-    first = run({"pairs": 400})
+    first = run({"pairs": 400, "seeds": (0, 1)})
     assert first["full_run_s"] == first["wall_time_s"]["total"]
-    second = run({"pairs": 300})  # its batches came from the cache, but the old cost was for other settings
+    again = run({"pairs": 400, "seeds": (0, 1)})  # the same settings (a tuple, read back from JSON as a list)
+    assert again["reused"] and again["full_run_s"] == first["full_run_s"]
+    second = run({"pairs": 300, "seeds": (0, 1)})  # its batches came from the cache, but the old cost was for other settings
     assert second["reused"] == {"cache batches": 2} and second["full_run_s"] is None
     assert second["full_run_commit"] is None
 
