@@ -160,9 +160,13 @@ class RunRecord:
             before = read_json_or_none(self.dir / "run_record.json") or {}
             same = before.get("settings") == json.loads(json.dumps(self.data["settings"]))  # tuples read back as lists
             carried = time_from_nothing(before) if same else None
-            self.data["full_run_s"] = carried
-            self.data["full_run_commit"] = (None if carried is None else before.get("full_run_commit")
-                                            if carried == before.get("full_run_s") else (before.get("git") or {}).get("commit"))
+            if carried is None:
+                commit = None
+            elif carried == before.get("full_run_s"):
+                commit = before.get("full_run_commit")
+            else:  # the previous run's own wall time was the longer: its commit
+                commit = (before.get("git") or {}).get("commit")
+            self.data["full_run_s"], self.data["full_run_commit"] = carried, commit
         path = atomic_write_json(self.dir / "run_record.json", self.data)
         if self.beside:
             print(self.beside_reference())
