@@ -423,29 +423,39 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
-def paths_section(root: Path | None = None) -> str:
-    """The README's table of notebooks: what each costs from nothing on 2 CPU cores (`cpu`, the committed record's
-    `full_run_s`, or its own wall time where that is longer: `records.time_from_nothing`) and on a free Colab T4 (`gpu`, `budget.estimate`), with its Colab badge."""
-    from . import budget, colab
+def notebook_times(root: Path | None = None) -> dict[str, tuple[float | None, float | None]]:
+    """{notebook: (seconds from nothing on 2 CPU cores, the committed `cpu` record's `records.time_from_nothing`;
+    estimated seconds on a free Colab T4, `budget.estimate`)}, None where there is none: what the README's table
+    and each notebook's time line say (tests/test_summary.py holds them to it)."""
+    from . import budget
 
     cpu = {r["study"]: r for r in records(root, committed_only=True) if r["profile"] == "cpu"}
     t4 = budget.estimate("gpu")
+    out = {}
+    for nb in NOTEBOOKS:
+        full = time_from_nothing(cpu[nb]) if nb in cpu else None
+        out[nb] = (full if isinstance(full, (int, float)) else None, t4[nb] * 60 if nb in t4 else None)
+    return out
+
+
+def paths_section(root: Path | None = None) -> str:
+    """The README's table of notebooks: what each costs from nothing on 2 CPU cores and on a free Colab T4
+    (`notebook_times`), with its Colab badge."""
+    from . import colab
+
     lines = ["| notebook | `cpu` on 2 CPU cores (measured) | `gpu` on a free Colab T4 (estimated) | Colab |",
              "| --- | --- | --- | --- |"]
     total_cpu, total_t4, missing = 0.0, 0.0, []
-    for nb in NOTEBOOKS:
-        full = time_from_nothing(cpu[nb]) if nb in cpu else None
-        if isinstance(full, (int, float)):
-            total_cpu += full
-        else:
+    for nb, (full, t4) in notebook_times(root).items():
+        if full is None:
             missing.append(nb[:3].rstrip("_"))
-        total_t4 += t4.get(nb, 0.0)
+        total_cpu += full or 0.0
+        total_t4 += t4 or 0.0
         badge = f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab.badge_url(nb + '.ipynb')})"
-        lines.append(f"| [{_title(nb)}](notebooks/{nb}.ipynb) | "
-                     f"{_duration(full) if isinstance(full, (int, float)) else 'not run yet'} | "
-                     f"{_duration(t4[nb] * 60) if nb in t4 else 'under a minute'} | {badge} |")
+        lines.append(f"| [{_title(nb)}](notebooks/{nb}.ipynb) | {_duration(full) if full is not None else 'not run yet'} | "
+                     f"{_duration(t4) if t4 is not None else 'under a minute'} | {badge} |")
     lines.append(f"| all, in order | {_duration(total_cpu)}{' without ' + ', '.join(missing) if missing else ''} | "
-                 f"{_duration(total_t4 * 60)} | |")
+                 f"{_duration(total_t4)} | |")
     return f"{PATHS_START}\n" + "\n".join(lines) + f"\n{PATHS_END}"
 
 

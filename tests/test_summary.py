@@ -237,3 +237,16 @@ def test_a_cut_stale_file_is_named_and_marks_nothing(tmp_path):
     (tmp_path / "figures" / "stale.json").write_text('{"figures/01_imdb_preferences/gpu/run_record.json": "made by')
     with pytest.warns(UserWarning, match=r"figures/stale.json: not readable as JSON"):
         assert summary.known_stale(tmp_path) == {}
+
+
+def test_each_notebook_states_the_times_the_readme_gives():
+    """A notebook's time line is a second copy of the README's table: both come from `summary.notebook_times`."""
+    for nb, (cpu, t4) in summary.notebook_times().items():
+        if nb == "06_summary":  # "seconds on any profile": it trains nothing
+            continue
+        cells = json.loads((repo_root() / "notebooks" / f"{nb}.ipynb").read_text())["cells"]
+        line = next(l for c in cells if c["cell_type"] == "markdown" for l in "".join(c["source"]).splitlines()
+                    if l.startswith("**Time**"))
+        assert cpu is not None and f"`cpu` about {summary._duration(cpu)} on 2 cores" in line, (nb, line)
+        gpu = f"`gpu` about {summary._duration(t4)} on a free Colab T4" if t4 is not None else "`gpu` under a minute"
+        assert gpu in line, (nb, line)
