@@ -281,6 +281,12 @@ def known_stale(root: Path | None = None) -> dict[str, str]:
     return stale
 
 
+def studies_marked_stale(stale: dict[str, str], profile: str) -> set[str]:
+    """The studies whose `profile` record `stale` (`known_stale`: {'figures/<study>/<profile>/run_record.json':
+    reason}) lists: the verdicts read from them carry a dagger in the README and notebook 06."""
+    return {path.split("/")[1] for path in stale if path.split("/")[2:3] == [profile]}
+
+
 def markdown(rows: list[dict], stale: dict[str, str] | None = None) -> str:
     """One table: study, metric, setting, method; a column per profile with mean ± sd (seeds)."""
     stale = stale or {}
@@ -401,8 +407,7 @@ def readme_section(root: Path | None = None) -> str:
     page (apo_utils/book.py) and notebook 06."""
     from .plotting import label, metric_label
 
-    stale = known_stale(root)
-    stale_studies = {p.split("/")[1] for p in stale if p.split("/")[2:3] == ["cpu"]}
+    stale_studies = studies_marked_stale(known_stale(root), "cpu")
     lines = ["| claim | notebook | verdict | difference [95 % interval] | measured as | seeds |",
              "| --- | --- | --- | --- | --- | --- |"]
     for v in verdicts(root, "cpu"):

@@ -250,3 +250,11 @@ def test_each_notebook_states_the_times_the_readme_gives():
         assert cpu is not None and f"`cpu` about {summary._duration(cpu)} on 2 cores" in line, (nb, line)
         gpu = f"`gpu` about {summary._duration(t4)} on a free Colab T4" if t4 is not None else "`gpu` under a minute"
         assert gpu in line, (nb, line)
+
+
+def test_the_studies_marked_stale_are_read_per_profile():
+    stale = {"figures/04_amapo_ranking/cpu/run_record.json": "older code",
+             "figures/01_imdb_preferences/gpu/run_record.json": "older code"}
+    assert summary.studies_marked_stale(stale, "cpu") == {"04_amapo_ranking"}
+    assert summary.studies_marked_stale(stale, "gpu") == {"01_imdb_preferences"}
+    assert summary.studies_marked_stale({}, "cpu") == set()
