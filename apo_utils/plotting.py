@@ -178,8 +178,8 @@ def verdict_figure(rows: list[dict], title: str = "Each paper's claim and the ki
                           f"{r['at']} ({r['n_seeds']} seed{'s' * (r['n_seeds'] > 1)})" for r in rs], fontsize=8)
         ax.set_ylim(-0.6, len(rs) - 0.4)
         ax.set_xlabel(f"difference in {metric_label(metric)}")
-    fig.suptitle(title + "\n(interval: the wider of the bootstrap and the seed interval; grey: no difference that "
-                         "matters)")
+    fig.suptitle(title + "\n(interval: the hull of the bootstrap and the seed intervals, the verdict's; grey: no "
+                         "difference that matters)")
     return fig
 
 
@@ -224,7 +224,9 @@ def frontier_figure(rows, settings, methods, start_reward: float, reward_label: 
             vline = ax.axvline(b, color="k", ls=":", lw=1, label="matched KL")
             handles.setdefault("matched KL", vline)
         ax.set(xlabel="KL(π ‖ π_start) (nats per continuation)", title=(titles or {}).get(s, s))
-    axes[0][0].set_ylabel(reward_label + (f"\non the {n_prompts} prompts every checkpoint measured" if n_prompts else ""))
+    # wrapped to the height of the panel: a one-line label this long runs into the title
+    axes[0][0].set_ylabel(textwrap.fill(reward_label + (f", over the {n_prompts} prompts every checkpoint measured"
+                                                        if n_prompts else ""), 34))
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", fontsize=8, markerscale=1.8,
                ncol=max(2, min(4, 2 * len(settings))))
     fig.suptitle("Reward against KL along training: lines are each method's upper frontier, dots its checkpoints")

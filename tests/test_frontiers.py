@@ -177,9 +177,12 @@ def test_frontier_figure_has_a_panel_a_setting_and_a_line_a_method():
         assert len(fig.axes) == 2
         high, low = fig.axes
         assert high.get_title() == "high noise" and low.get_title() == "low"
-        assert "nats" in high.get_xlabel() and high.get_ylabel().startswith("true reward (VADER compound)")
+        ylabel = " ".join(high.get_ylabel().split())
+        assert "nats" in high.get_xlabel() and ylabel.startswith("true reward (VADER compound)")
         # every point on the prompts all of them measured (the intermediate ones measured the first 150 only)
-        assert f"on the {N_EARLY} prompts" in high.get_ylabel()
+        assert f"over the {N_EARLY} prompts" in ylabel
+        # wrapped short enough to stay beside the panel rather than run into the title
+        assert max(len(line) for line in high.get_ylabel().splitlines()) <= 34
         ends = [c for c in high.collections if len(c.get_offsets())]
         assert ends  # the dots are drawn
         solid = [ln.get_label() for ln in high.get_lines() if ln.get_linestyle() == "-"]
