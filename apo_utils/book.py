@@ -165,7 +165,7 @@ def found_page(root: Path) -> str:
     """'What the kit found': the verdict on each paper's claim, then every number and every paired comparison."""
     stale = summary.known_stale(root)
     records = cpu_records(root)
-    stale_studies = {s for s, r in records.items() if r["_path"] in stale}
+    stale_studies = summary.studies_marked_stale(stale, PROFILE)
     verdicts = summary.verdicts(root, PROFILE)
     name, _ = _names()
     parts = ["# What the kit found",
