@@ -333,7 +333,7 @@ HEADLINES = (
     ("02_madpo_imdb", "madpo", "dpo_rm_labels", "reward",
      "... than DPO given the same reward model (a fair baseline for it)"),
     ("02b_madpo_sensitivity", "madpo", "dpo", "reward", "... with each method on its best of three β"),
-    ("02b_madpo_sensitivity", "madpo", "beta_dpo", "reward", "MADPO beats β-DPO (arXiv 2510.05342v1, Table 1)"),
+    ("02_madpo_imdb", "madpo", "beta_dpo", "reward", "MADPO beats β-DPO (arXiv 2510.05342v1, Table 1)"),
     ("03_gamma_po_noise", "gamma_simpo", "simpo", "test_accuracy",
      "γ-SimPO ranks pairs better than SimPO, with flipped labels and without (arXiv 2506.03690)"),
     ("03_gamma_po_noise", "gamma_simpo", "simpo", "reward",

@@ -43,10 +43,13 @@ def test_cpu_headline_has_five_seeds_and_the_sweep_three_betas():
     seeds = s.policy_changes()["seeds"]
     assert len(seeds) >= 5
     jobs = s.jobs(seeds)
-    for m in ("dpo", "dpo_rm_labels", "madpo"):
+    for m in ("dpo", "dpo_rm_labels", "beta_dpo", "madpo"):  # the paper's Table 1 baselines and the fair one
         assert sorted(j["seed"] for j in jobs if j["method"] == m) == list(seeds)
-    sweep = {(j["method"], j["beta_scale"]) for j in s.companion_jobs(seeds) if "beta_scale" in j}
+    swept = [j for j in s.companion_jobs(seeds) if "beta_scale" in j]
+    sweep = {(j["method"], j["beta_scale"]) for j in swept}
     assert len({k for _, k in sweep} | {1.0}) >= 3 and {m for m, _ in sweep} == {"dpo", "madpo"}
+    for key in sweep:  # a verdict on the best of three betas is a headline: every seed at every beta
+        assert sorted(j["seed"] for j in swept if (j["method"], j["beta_scale"]) == key) == list(seeds)
     assert profiles.beta_label(3.0) == "β×3" and profiles.beta_label(1 / 3) == "β/3"
 
 
