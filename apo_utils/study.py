@@ -209,7 +209,7 @@ class Study:
             raise FileNotFoundError(f"{path} has no frontier points: run notebook {study} with profile "
                                     f"{self.profile!r} first (python -m apo_utils.reproduce --only {study[:2]} "
                                     f"--profile {self.profile})")
-        return rows
+        return [{**r, "notebook": study} for r in rows]  # where they were measured, kept in this record
 
     def samples_at_kl(self, rows: list[dict], setting: str, methods, budget: float, seed: int,
                       prompts: int = 2) -> pd.DataFrame:
@@ -252,8 +252,12 @@ class Study:
             assert (runs.groupby(["setting", "seed"]).train_pairs.nunique() == 1).all()
         assert all(c["ci95"][0] <= c["diff"] <= c["ci95"][1] for c in self.comparisons)
 
-    def save(self, runs: pd.DataFrame, table: dict, **metrics) -> Path:
-        """Write the run record (metrics, comparisons, sizes, provenance) and a copy of the metrics to output_dir."""
+    def save(self, runs: pd.DataFrame, table: dict, frontiers: list[dict] | None = None, **metrics) -> Path:
+        """Write the run record (metrics, comparisons, sizes, provenance) and a copy of the metrics to output_dir.
+
+        frontiers: the frontier rows this notebook compared and drew, when they include another notebook's
+        (`frontiers_of`); default: its own runs' rows. The record keeps them with their per-prompt values (not the
+        samples), so that every matched-KL comparison can be recomputed from the record alone (`record_rows`)."""
         per_unit = [c for c in runs.columns
                     if c in ("raw", "frontier") or c.startswith("prompt_") or c.endswith(("_correct", "_units"))]
         # without `start` (reward models only) no starting policy was built or measured: notebook 01's backbone
@@ -265,16 +269,26 @@ class Study:
                    "held_out_prompts": len(self.prompts) if self.ref else 0, "held_out_pairs": {k: len(v) for k, v in self.sets.items()},
                    "train_pairs_per_policy": int(runs.train_pairs.min()) if "train_pairs" in runs else None,
                    "runs_reused": int(runs.reused.sum()), "runs_total": len(runs)}
-        frontiers = self.frontier_rows(runs) if "frontier" in runs else []
-        if frontiers:  # the points themselves (rewards per prompt stay in output_dir's metrics.json)
-            metrics["frontiers"] = [{k: v for k, v in r.items() if not k.startswith("prompt_")} for r in frontiers]
+        own = self.frontier_rows(runs) if "frontier" in runs else []
+        if own or frontiers:
+            metrics["frontiers"] = record_rows(own if frontiers is None else frontiers)
         self.record.metrics.update(metrics)
         scorer = self.data_settings.scorer if self.scorer is None else self.scorer.description
         self.record.data["provenance"] = {"scorer": scorer, "backbone": backbone}
         path = self.record.save()
-        atomic_write_json(self.work / "metrics.json", {**metrics, **({"frontier_points": frontiers} if frontiers else {})})
+        atomic_write_json(self.work / "metrics.json", {**metrics, **({"frontier_points": own} if own else {})})
         print("run record:", path.relative_to(repo_root()))
         return path
+
+
+def record_rows(rows: list[dict], digits: int = 6) -> list[dict]:
+    """Frontier rows as a run record keeps them: every field but the samples' text, per-prompt values rounded to
+    `digits` decimals (a comparison moves by less than 1e-6). The per-prompt values are what a matched-KL
+    difference is made of: the checkpoints along training measure fewer prompts than the last one, so it is
+    interpolated over the prompts both neighbouring checkpoints measured (`stats.reward_at_kl`), which the rows'
+    means alone cannot reproduce."""
+    return [{k: ([round(float(x), digits) for x in v] if k.startswith("prompt_") else v)
+             for k, v in r.items() if k != "prompt_samples"} for r in rows]
 
 
 def sample_rows(rows: list[dict], n: int, rng) -> list[dict]:

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from apo_utils.stats import (  # noqa: E402
-    cautious_interval, common_budgets, frontier, matched_kl_comparison, reward_at_kl, seed_interval,
+    PER_PROMPT, cautious_interval, common_budgets, frontier, matched_kl_comparison, reward_at_kl, seed_interval,
     seeds_by_units_bootstrap, verdict, verdict_cautious,
 )
 
@@ -259,3 +259,45 @@ def test_comparison_figure_says_where_each_row_was_made_and_what_the_verdict_is(
         assert "nats" in logp.get_xlabel() and "reward" in reward.get_xlabel()
     finally:
         plt.close(fig)
+
+
+def _committed_records_with_frontiers():
+    import json
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tracked = subprocess.run(["git", "ls-files", "figures/*/run_record.json"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.split()
+    records = {p: json.loads((root / p).read_text())["metrics"] for p in tracked}
+    return {p: m for p, m in records.items() if m.get("frontiers")}
+
+
+@pytest.mark.parametrize("path", sorted(_committed_records_with_frontiers()))
+def test_every_matched_kl_verdict_of_a_committed_record_follows_from_its_own_frontier_rows(path):
+    """A reader holding one run record can redo each matched-KL comparison in it: the record keeps every frontier
+    row the comparison read (another notebook's included, tagged with that notebook) with its per-prompt values.
+    Redone on the rows of each side's recorded beta it gives the recorded difference and both intervals; where the
+    beta was chosen as the best of several (the sweep), redone on all of them it picks the same betas."""
+    metrics = _committed_records_with_frontiers()[path]
+    rows = metrics["frontiers"]
+    at_kl = [c for c in metrics["comparisons"] if "kl" in c]
+    assert at_kl, f"{path}: frontiers but no comparison at matched KL"
+    for c in at_kl:
+        key = PER_PROMPT[c["metric"]]
+        assert all(key in r for r in rows), f"{path}: frontier rows without {key!r}"
+
+        def on(method, beta):
+            return [r for r in rows if r["setting"] == c["setting"] and r["method"] == method and r["beta"] == beta]
+
+        again = matched_kl_comparison(on(c["method"], c["beta"]) + on(c["baseline"], c["baseline_beta"]),
+                                      c["setting"], c["method"], c["baseline"], c["kl"], c["matters"], c["metric"])
+        where = f"{path}: {c['method']} - {c['baseline']} ({c['metric']}) at {c['kl']} nats"
+        assert again["n_seeds"] == c["n_seeds"] and again["n_units"] == c["n_units"], where
+        assert again["diff"] == pytest.approx(c["diff"], abs=1e-6), where
+        assert again["ci95"] == pytest.approx(c["ci95"], abs=1e-5), where
+        assert cautious_interval(again) == pytest.approx(cautious_interval(c), abs=1e-5), where
+        if "best of" in c.get("note", ""):
+            chosen = matched_kl_comparison(rows, c["setting"], c["method"], c["baseline"], c["kl"], c["matters"],
+                                           c["metric"])
+            assert (chosen["beta"], chosen["baseline_beta"]) == (c["beta"], c["baseline_beta"]), where
