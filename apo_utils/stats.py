@@ -301,19 +301,67 @@ def matched_kl_comparison(rows, setting: str, method: str, baseline: str, budget
                              f"setting {setting!r} (comparing {method!r} with {baseline!r}); largest KL reached: "
                              f"{reach}")
         n = min(x.size for v in ok.values() for x in v)
-        best = max(ok, key=lambda b: np.mean([x[:n].mean() for x in ok[b]]))
-        if metric != "reward":
-            return best, [reward_at_kl(curves[(m, best, s)], budget, PER_PROMPT[metric]) for s in shared]
-        return best, ok[best]
+        return max(ok, key=lambda b: np.mean([x[:n].mean() for x in ok[b]]))
 
-    beta, a = side(method)
-    baseline_beta, b = side(baseline)
-    n = min(x.size for x in a + b)
-    diff = np.array([x[:n] - y[:n] for x, y in zip(a, b)])
+    beta, baseline_beta = side(method), side(baseline)
+    diff = matched_kl_differences(rows, setting, method, baseline, budget, beta, baseline_beta, metric)
     seed = seed_interval(diff.mean(1))
     return {**seeds_by_units_bootstrap(diff), "setting": setting, "metric": metric, "method": method,
             "baseline": baseline, "kl": budget, "beta": beta, "baseline_beta": baseline_beta,
             "seed_ci95": seed["ci95"], "seed_half_width": seed["half_width"], "matters": matters}
+
+
+def matched_kl_differences(rows, setting: str, method: str, baseline: str, budget: float, beta: float,
+                           baseline_beta: float, metric: str = "reward") -> np.ndarray:
+    """The seeds x prompts paired differences a matched-KL comparison rests on, each side on the given beta: on
+    every seed both ran, `metric`'s per-prompt values at `budget` along that seed's curve (`reward_at_kl`),
+    truncated to the prompts every seed and both sides measured. `matched_kl_comparison` summarises this matrix;
+    `variance_components` asks where its uncertainty comes from."""
+    curves = _curves(rows, setting)
+    shared = sorted({s for m, b, s in curves if m == method and b == beta}
+                    & {s for m, b, s in curves if m == baseline and b == baseline_beta})
+    a = [reward_at_kl(curves[(method, beta, s)], budget, PER_PROMPT[metric]) for s in shared]
+    b = [reward_at_kl(curves[(baseline, baseline_beta, s)], budget, PER_PROMPT[metric]) for s in shared]
+    if not shared or any(x is None for x in a + b):
+        raise ValueError(f"{method!r} at beta {beta:g} and {baseline!r} at beta {baseline_beta:g} do not both reach KL "
+                         f"{budget:g} on a common seed in setting {setting!r}")
+    n = min(x.size for x in a + b)
+    return np.array([x[:n] - y[:n] for x, y in zip(a, b)])
+
+
+def variance_components(diff) -> dict:
+    """Where the uncertainty of a mean paired difference comes from, for a seeds x prompts matrix (every seed on the
+    same prompts): a seed effect (the training run), a prompt effect (some prompts favour one side) and their
+    interaction, estimated by the two-way analysis of variance without replication (method of moments; a negative
+    estimate is set to 0). The variance of the mean is seed/S + prompt/P + interaction/(S P): more prompts shrink
+    the last two terms only, more seeds the first and the last. Returns the three variances, 'seeds', 'prompts'."""
+    d = np.asarray(diff, dtype=float)
+    if d.ndim != 2 or min(d.shape) < 2:
+        raise ValueError(f"variance_components needs at least 2 seeds x 2 prompts, got shape {d.shape}")
+    n_seeds, n_prompts = d.shape
+    grand, by_seed, by_prompt = d.mean(), d.mean(1), d.mean(0)
+    ms_seed = n_prompts * float(((by_seed - grand) ** 2).sum()) / (n_seeds - 1)
+    ms_prompt = n_seeds * float(((by_prompt - grand) ** 2).sum()) / (n_prompts - 1)
+    residual = d - by_seed[:, None] - by_prompt[None, :] + grand
+    ms_residual = float((residual ** 2).sum()) / ((n_seeds - 1) * (n_prompts - 1))
+    return {"seed": max((ms_seed - ms_residual) / n_prompts, 0.0), "prompt": max((ms_prompt - ms_residual) / n_seeds, 0.0),
+            "interaction": ms_residual, "seeds": n_seeds, "prompts": n_prompts}
+
+
+def width_ratio(parts: dict, seeds: int | None = None, prompts: int | None = None) -> float:
+    """How many times as wide an interval of the mean difference would be with `seeds` seeds and `prompts` prompts
+    at each checkpoint (default: as measured) as it is now, from `variance_components`: the ratio of the standard
+    errors. Multiply a measured interval's half-width by it to plan a study. A guide, not a promise: the estimates
+    come from few seeds, and with more seeds the t interval also loses some of its excess over the normal one."""
+    def variance(s, p):
+        return parts["seed"] / s + parts["prompt"] / p + parts["interaction"] / (s * p)
+
+    now = variance(parts["seeds"], parts["prompts"])
+    if now <= 0:
+        raise ValueError("the differences do not vary: there is no interval to scale")
+    s = parts["seeds"] if seeds is None else seeds
+    p = parts["prompts"] if prompts is None else prompts
+    return math.sqrt(variance(s, p) / now)
 
 
 def cautious_interval(c: dict) -> list[float]:

@@ -301,3 +301,44 @@ def test_every_matched_kl_verdict_of_a_committed_record_follows_from_its_own_fro
             chosen = matched_kl_comparison(rows, c["setting"], c["method"], c["baseline"], c["kl"], c["matters"],
                                            c["metric"])
             assert (chosen["beta"], chosen["baseline_beta"]) == (c["beta"], c["baseline_beta"]), where
+
+
+def test_variance_components_recover_known_seed_prompt_and_interaction_parts():
+    """diff[s, p] = a_s + b_p + e_sp with known spreads: the two-way decomposition finds each (here with many
+    seeds and prompts, so within sampling error), and an interval's width scales as the formula says."""
+    from apo_utils.stats import variance_components, width_ratio
+
+    rng = np.random.default_rng(3)
+    d = (rng.normal(0, 0.05, (200, 1)) + rng.normal(0, 0.2, (1, 400)) + rng.normal(0, 0.1, (200, 400)))
+    parts = variance_components(d)
+    assert parts["seed"] == pytest.approx(0.05 ** 2, rel=0.25)
+    assert parts["prompt"] == pytest.approx(0.2 ** 2, rel=0.15)
+    assert parts["interaction"] == pytest.approx(0.1 ** 2, rel=0.05)
+    assert (parts["seeds"], parts["prompts"]) == (200, 400)
+    # a seed effect alone: more prompts do not help, four times the seeds halve the width
+    only_seed = {"seed": 0.01, "prompt": 0.0, "interaction": 0.0, "seeds": 5, "prompts": 32}
+    assert width_ratio(only_seed, prompts=256) == pytest.approx(1.0)
+    assert width_ratio(only_seed, seeds=20) == pytest.approx(0.5)
+    # a prompt effect alone: four times the prompts halve it, more seeds do nothing
+    only_prompt = {"seed": 0.0, "prompt": 0.04, "interaction": 0.0, "seeds": 5, "prompts": 32}
+    assert width_ratio(only_prompt, prompts=128) == pytest.approx(0.5)
+    assert width_ratio(only_prompt, seeds=50) == pytest.approx(1.0)
+    # the interaction shrinks with the product: twice the seeds and twice the prompts halve it
+    only_interaction = {"seed": 0.0, "prompt": 0.0, "interaction": 0.05, "seeds": 5, "prompts": 32}
+    assert width_ratio(only_interaction, seeds=10, prompts=64) == pytest.approx(0.5)
+    assert width_ratio(parts) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="do not vary"):
+        width_ratio({"seed": 0.0, "prompt": 0.0, "interaction": 0.0, "seeds": 5, "prompts": 32})
+    with pytest.raises(ValueError, match="2 seeds x 2 prompts"):
+        variance_components(np.zeros((1, 10)))
+
+
+def test_the_differences_behind_a_matched_kl_comparison_average_to_it():
+    from apo_utils.stats import matched_kl_differences
+
+    rows = synthetic_rows("madpo", 0.25, 0.10) + synthetic_rows("dpo", 0.20, 0.10, rng_seed=1)
+    c = matched_kl_comparison(rows, "high", "madpo", "dpo", 0.6)
+    d = matched_kl_differences(rows, "high", "madpo", "dpo", 0.6, c["beta"], c["baseline_beta"])
+    assert d.shape == (5, N_EARLY) and d.mean() == pytest.approx(c["diff"])
+    with pytest.raises(ValueError, match="do not both reach KL 99"):
+        matched_kl_differences(rows, "high", "madpo", "dpo", 99.0, 0.1, 0.1)
