@@ -2,9 +2,9 @@
 
 Each notebook is executed with the same `profile`, `seed` and `output_dir` parameters; the executed
 copy lands in `<output-dir>/executed/`. The run stops at the first notebook that fails and says which
-one, which cell and why. It resumes: a notebook that already finished with the same profile, seed and
-notebook content is skipped, and inside a notebook the expensive steps are cached. `--force` re-runs every notebook
-and recomputes every cached step made before it started (`storage.RECOMPUTE_SINCE`).
+one, which cell and why. It resumes: a notebook that already finished with the same profile, seed, notebook
+content and package code is skipped, and inside a notebook the expensive steps are cached. `--force` re-runs every
+notebook and recomputes every cached step made before it started (`storage.RECOMPUTE_SINCE`).
 The summary notebook (`06_summary`) always runs last, so the table reflects every record.
 """
 
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import profiles
+from . import code_version, profiles
 from .records import UPDATE_REFERENCE
 from .storage import RECOMPUTE_SINCE, atomic_write_json, read_json_or_none, repo_root
 
@@ -58,7 +59,14 @@ def select(only: list[str] | None, available: list[Path]) -> list[Path]:
 
 
 def _finished_key(nb: Path, profile: str, seed: int) -> dict:
-    return {"notebook_sha256": hashlib.sha256(nb.read_bytes()).hexdigest(), "profile": profile, "seed": seed}
+    """What a finished run stands for: the notebook, the package code it reaches, the profile and the seed. An edit
+    to that code runs the notebook again (its expensive steps stay cached unless the edit reaches them), so the
+    record it writes is never older than the code, as `summary --stale` would otherwise report."""
+    modules = sorted(code_version.reachable(code_version.import_graph(), code_version.notebook_imports(nb))
+                     - code_version.NOT_A_RESULT)
+    code = json.dumps([(m, (code_version.PACKAGE_DIR / f"{m}.py").read_text()) for m in modules])
+    return {"notebook_sha256": hashlib.sha256(nb.read_bytes()).hexdigest(),
+            "code_sha256": hashlib.sha256(code.encode()).hexdigest(), "profile": profile, "seed": seed}
 
 
 def run(profile: str = "auto", seed: int = 0, output_dir: str | Path = "outputs", only: list[str] | None = None,

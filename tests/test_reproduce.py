@@ -91,6 +91,34 @@ def test_a_finished_notebook_is_skipped_unless_forced_or_changed(tmp_path):
     assert marker.read_text().endswith("00 edited\n06\n")
 
 
+def test_an_edit_to_the_code_a_notebook_imports_runs_it_again(tmp_path, monkeypatch):
+    """A finished notebook is skipped only while the package code it reaches is unchanged: otherwise its record
+    would be older than the code that `summary --stale` compares it with."""
+    import shutil
+
+    from apo_utils import code_version
+
+    package = tmp_path / "apo_utils"
+    shutil.copytree(code_version.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code_version, "PACKAGE_DIR", package)
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    marker = tmp_path / "ran.txt"
+    # the import is read from the code, not executed (the kernel need not load torch for this test)
+    _nb(nbs / "00_ok.ipynb", f"if False:\n    from apo_utils import bandit\nopen({str(marker)!r}, 'a').write('00\\n')")
+    _nb(nbs / "06_summary.ipynb", "pass")
+    out = tmp_path / "out"
+    for _ in range(2):
+        reproduce.run("smoke", output_dir=out, notebooks_dir=nbs, log=lambda *a: None)
+    assert marker.read_text() == "00\n"  # unchanged code: skipped
+    (package / "ranking.py").write_text((package / "ranking.py").read_text() + "\n# an edit it does not reach\n")
+    reproduce.run("smoke", output_dir=out, notebooks_dir=nbs, log=lambda *a: None)
+    assert marker.read_text() == "00\n"
+    (package / "bandit.py").write_text((package / "bandit.py").read_text() + "\n# an edit\n")
+    reproduce.run("smoke", output_dir=out, notebooks_dir=nbs, log=lambda *a: None)
+    assert marker.read_text() == "00\n00\n"
+
+
 def _fake_notebooks(tmp_path, marker):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
