@@ -120,3 +120,19 @@ def test_frontier_rows_come_from_the_runs_that_measured_them():
     rows = Study.frontier_rows(runs)
     assert [(r["setting"], r["beta"], r["step"]) for r in rows] == [("high", 0.1, 0), ("high", 0.1, 4), ("high", 0.2, 0)]
     assert rows[1]["kl"] == 1.0 and rows[1]["prompt_rewards"] == [0.4]
+
+
+def test_the_naturalness_margin_is_a_fifth_of_the_starts_spread_between_prompts():
+    """Set from the metric's own spread, never from how far one method moved (which can be about 0)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pytest
+
+    from apo_utils.study import Study
+
+    values = [-2.9, -2.4, -2.7, -3.1, -2.5]
+    start = SimpleNamespace(ref={"prompt_start_logp_per_token": values})
+    assert Study.naturalness_margin(start) == pytest.approx(0.2 * np.std(values, ddof=1))
+    with pytest.raises(ValueError, match="1 prompt"):
+        Study.naturalness_margin(SimpleNamespace(ref={"prompt_start_logp_per_token": [-2.0]}))
