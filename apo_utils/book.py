@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import html.parser
 import io
 import json
@@ -107,6 +108,22 @@ def verdicts_table(verdicts: list[dict], stale_studies: set[str], notebooks: str
     return md_table(["claim", "chapter", "verdict", "difference [95 % interval]", "measured as", "seeds"], rows)
 
 
+def _plain(text: str) -> str:
+    """A model's sample as literal text in a markdown cell: no HTML, emphasis, link, math or code it happens to
+    contain is interpreted (a sample with `<em>` or a `$` would otherwise change the page)."""
+    out = html.escape(" ".join(str(text).split()), quote=False)
+    return re.sub(r"([\\`*_\[\]{}#$~])", r"\\\1", out)
+
+
+def samples_table(samples: list[dict]) -> str:
+    """What the policies wrote, as the record keeps it: the start's samples and each method's at about the same KL
+    (`Study.samples_at_kl`), so that a reader of the book sees the text and not only its score."""
+    name, _ = _names()
+    rows = [[s["method"] if s["method"] == "starting policy" else name(s["method"]), f"{float(s['kl']):.2f}",
+             f"**{_plain(s['prompt'])}** {_plain(s['sample'])}"] for s in samples]
+    return md_table(["policy", "KL (nats)", "held-out prompt (bold) and the policy's continuation"], rows) if rows else ""
+
+
 def _bound(x, upper: bool = False) -> str:
     """A bound of an interval; a JSON record stores a single seed's infinite bound as null."""
     if x is None:
@@ -150,6 +167,9 @@ def results_cell(rec: dict, stale: dict[str, str]) -> str:
                       verdicts_table(verdicts, set(), "../notebooks")]
     if table := headline_table(rec):
         parts += ["**Mean ± sd over seeds** (number of seeds):", table]
+    if table := samples_table(rec["metrics"].get("samples") or []):
+        parts += ["**What the policies write** (seed 0, each policy's checkpoint nearest the KL the notebook names):",
+                  table]
     comps = summary._rows_of(rec, summary._comparisons_of)
     if comps:
         parts += ["**Paired comparisons** (method − baseline on the same seeds and the same held-out prompts or pairs; "

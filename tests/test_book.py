@@ -56,6 +56,17 @@ def test_every_chapter_shows_its_committed_results(built):
         for c in rec["metrics"].get("comparisons", []):
             assert f"{c['diff']:+.3f}" in cell, f"{study}: comparison {c['method']} − {c['baseline']} not shown"
         assert ("older version of the code" in cell) == (rec["_path"] in stale), f"{study}: stale line wrong"
+        for sample in rec["metrics"].get("samples") or []:  # the text the policies wrote, not only its score
+            assert book._plain(sample["sample"]) in cell, f"{study}: a sample of {sample['method']} not shown"
+
+
+def test_a_sample_is_shown_as_literal_text():
+    """Whatever a model writes (HTML, emphasis, math, a table bar, a newline) stays one cell of plain text."""
+    table = book.samples_table([{"method": "starting policy", "kl": 0.0, "prompt": "I saw *this* film and",
+                                 "sample": " it was <em>great</em> | $5 well spent_\nreally"}])
+    row = table.splitlines()[-1]
+    assert row.count(" | ") == 2 and "<em>" not in row and "&lt;em&gt;" in row
+    assert "\\$5" in row and "\\*this\\*" in row and "spent\\_ really" in row
 
 
 def test_the_found_page_holds_every_verdict(built):
