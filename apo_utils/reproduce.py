@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import time
@@ -62,11 +61,9 @@ def _finished_key(nb: Path, profile: str, seed: int) -> dict:
     """What a finished run stands for: the notebook, the package code it reaches, the profile and the seed. An edit
     to that code runs the notebook again (its expensive steps stay cached unless the edit reaches them), so the
     record it writes is never older than the code, as `summary --stale` would otherwise report."""
-    modules = sorted(code_version.reachable(code_version.import_graph(), code_version.notebook_imports(nb))
-                     - code_version.NOT_A_RESULT)
-    code = json.dumps([(m, (code_version.PACKAGE_DIR / f"{m}.py").read_text()) for m in modules])
-    return {"notebook_sha256": hashlib.sha256(nb.read_bytes()).hexdigest(),
-            "code_sha256": hashlib.sha256(code.encode()).hexdigest(), "profile": profile, "seed": seed}
+    code = {m: code_version.fingerprint(m) for m in sorted(code_version.notebook_imports(nb))}
+    return {"notebook_sha256": hashlib.sha256(nb.read_bytes()).hexdigest(), "code": code, "profile": profile,
+            "seed": seed}
 
 
 def run(profile: str = "auto", seed: int = 0, output_dir: str | Path = "outputs", only: list[str] | None = None,
