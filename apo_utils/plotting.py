@@ -190,7 +190,8 @@ def frontier_figure(rows, settings, methods, start_reward: float, reward_label: 
     """Reward against KL from the start along training, one panel a setting (the DPO paper's Fig. 2): every
     checkpoint of every (beta, seed) a small translucent dot in the method's colour (a marker per beta, in the
     order of the method's betas), the method's upper frontier over all its points a line, the start a black star,
-    and the matched-KL budgets (`budgets[setting]`, a list) dotted vertical lines. A method is better only where its
+    and the matched-KL budgets (`budgets[setting]`: a list, or {baseline: its pair's budgets}, each pair's lines
+    then in its baseline's colour) dotted vertical lines. A method is better only where its
     frontier is higher at the same KL. The frontier is the envelope of the best points, so it is optimistic; the
     paired test at a budget is `stats.matched_kl_comparison`. `rows`: frontier rows (a list of dicts or a frame)."""
     from .stats import frontier
@@ -220,9 +221,12 @@ def frontier_figure(rows, settings, methods, start_reward: float, reward_label: 
             line, = ax.plot(*zip(*frontier((r["kl"], r["reward"]) for r in sub)), color=color(m), lw=2,
                             label=label(m))
             handles.setdefault(label(m), line)
-        for b in (budgets or {}).get(s, []):
-            vline = ax.axvline(b, color="k", ls=":", lw=1, label="matched KL")
-            handles.setdefault("matched KL", vline)
+        at = (budgets or {}).get(s, [])
+        for against, kls in (at.items() if isinstance(at, dict) else [(None, at)]):
+            name = "matched KL" + (f", against {label(against)}" if against else "")
+            for b in kls:
+                vline = ax.axvline(b, color=color(against) if against else "k", ls=":", lw=1.2, label=name)
+                handles.setdefault(name, vline)
         ax.set(xlabel="KL(π ‖ π_start) (nats per continuation)", title=(titles or {}).get(s, s))
     # wrapped to the height of the panel: a one-line label this long runs into the title
     axes[0][0].set_ylabel(textwrap.fill(reward_label + (f", over the {n_prompts} prompts every checkpoint measured"

@@ -342,3 +342,26 @@ def test_the_differences_behind_a_matched_kl_comparison_average_to_it():
     assert d.shape == (5, N_EARLY) and d.mean() == pytest.approx(c["diff"])
     with pytest.raises(ValueError, match="do not both reach KL 99"):
         matched_kl_differences(rows, "high", "madpo", "dpo", 99.0, 0.1, 0.1)
+
+
+def test_each_pairs_budgets_are_drawn_in_its_baselines_colour():
+    """With budgets per pair ({baseline: budgets}), a reader can tell which dotted line belongs to which comparison."""
+    from matplotlib.colors import to_rgba
+
+    from apo_utils.plotting import color, frontier_figure, label
+
+    rows = synthetic_rows("dpo", 0.5, 0.1, seeds=[0, 1], steps=4) + synthetic_rows("madpo", 0.6, 0.05, seeds=[0, 1], steps=4)
+    fig = frontier_figure(rows, ["high"], ["dpo", "madpo"], 0.4, "true reward",
+                          budgets={"high": {"dpo": [0.1, 0.2], "beta_dpo": [0.05]}})
+    try:
+        dotted = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == ":"]
+        by_label = {}
+        for ln in dotted:
+            by_label.setdefault(ln.get_label(), []).append(ln)
+        assert {k: len(v) for k, v in by_label.items()} == {f"matched KL, against {label('dpo')}": 2,
+                                                             f"matched KL, against {label('beta_dpo')}": 1}
+        assert all(to_rgba(ln.get_color()) == to_rgba(color("dpo")) for ln in by_label[f"matched KL, against {label('dpo')}"])
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert legend.count(f"matched KL, against {label('dpo')}") == 1
+    finally:
+        plt.close(fig)
