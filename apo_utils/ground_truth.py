@@ -11,9 +11,9 @@ together because a score's units decide how noisy a given label scale is:
   10k short texts a second on one core): its compound score in [-1, 1], with the profile's label_scale, 4.0
   by default. What that is equivalent to is an assumption, not a measurement on the same texts: matching
   the ranges ([-1, 1] against [-3, 3]) gives 3.0; matching the spread of scores - the authors' policies'
-  per-sample SD 1.4-2.1 on [-3, 3] (their notebooks) against VADER's SD 0.47 on the cpu profile's 5,600
-  Gemma samples (notebook 01's record, `continuations`) - gives 3.0-4.5, which holds 4.0; the classifier
-  itself cannot be run here, so nobody has scored the same texts with both.
+  per-sample SD 1.4-2.1 on [-3, 3] (their notebooks) against VADER's SD 0.42 on the cpu profile's 5,251
+  Gemma samples (notebook 01) - gives 3.3-5.0. 4.0 lies in both brackets; the classifier itself cannot be
+  run here, so nobody has scored the same texts with both.
 """
 
 from __future__ import annotations
