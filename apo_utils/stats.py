@@ -364,6 +364,19 @@ def width_ratio(parts: dict, seeds: int | None = None, prompts: int | None = Non
     return math.sqrt(variance(s, p) / now)
 
 
+def more_data(rows, c: dict, designs) -> tuple[dict, list[dict]]:
+    """What more data would buy a matched-KL comparison `c` (a `matched_kl_comparison` result or a record's entry)
+    made on frontier `rows`: the variance split of its paired differences (`variance_components`) and, for each
+    (seeds, prompts a checkpoint) design, its verdict interval's half-width (`cautious_interval`) scaled to that
+    design (`width_ratio`)."""
+    diff = matched_kl_differences(rows, c["setting"], c["method"], c["baseline"], c["kl"], c["beta"],
+                                  c["baseline_beta"], c.get("metric", "reward"))
+    parts = variance_components(diff)
+    lo, hi = cautious_interval(c)
+    return parts, [{"seeds": s, "prompts a checkpoint": p, "half-width, about": (hi - lo) / 2 * width_ratio(parts, s, p)}
+                   for s, p in designs]
+
+
 def cautious_interval(c: dict) -> list[float]:
     """The hull of a comparison's bootstrap interval 'ci95' and, when present, its t interval over seeds
     'seed_ci95': with few seeds the two can disagree, and a verdict should survive both."""

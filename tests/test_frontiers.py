@@ -365,3 +365,16 @@ def test_each_pairs_budgets_are_drawn_in_its_baselines_colour():
         assert legend.count(f"matched KL, against {label('dpo')}") == 1
     finally:
         plt.close(fig)
+
+
+def test_more_data_scales_the_verdicts_interval_from_todays_design():
+    """Today's design gives back today's half-width (the hull's); more seeds and prompts give a narrower one."""
+    from apo_utils.stats import more_data
+
+    rows = synthetic_rows("madpo", 0.25, 0.10) + synthetic_rows("dpo", 0.20, 0.10, rng_seed=1)
+    c = matched_kl_comparison(rows, "high", "madpo", "dpo", 0.6)
+    lo, hi = cautious_interval(c)
+    parts, widths = more_data(rows, c, [(5, N_EARLY), (20, 4 * N_EARLY)])
+    assert (parts["seeds"], parts["prompts"]) == (5, N_EARLY)
+    assert widths[0]["half-width, about"] == pytest.approx((hi - lo) / 2)
+    assert widths[1]["half-width, about"] < widths[0]["half-width, about"]
