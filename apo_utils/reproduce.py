@@ -58,12 +58,14 @@ def select(only: list[str] | None, available: list[Path]) -> list[Path]:
 
 
 def _finished_key(nb: Path, profile: str, seed: int) -> dict:
-    """What a finished run stands for: the notebook, the package code it reaches, the profile and the seed. An edit
-    to that code runs the notebook again (its expensive steps stay cached unless the edit reaches them), so the
-    record it writes is never older than the code, as `summary --stale` would otherwise report."""
+    """What a finished run stands for: the notebook, the package code it reaches, the profiles' settings, the profile
+    and the seed. An edit to any of them runs the notebook again (its expensive steps stay cached unless the edit
+    reaches them), so the record it writes is never older than the code, as `summary --stale` would report."""
     code = {m: code_version.fingerprint(m) for m in sorted(code_version.notebook_imports(nb))}
-    return {"notebook_sha256": hashlib.sha256(nb.read_bytes()).hexdigest(), "code": code, "profile": profile,
-            "seed": seed}
+    # the profiles' settings too: fingerprints leave profiles.py out (a record judges those by its settings)
+    settings = hashlib.sha256((code_version.PACKAGE_DIR / "profiles.py").read_bytes()).hexdigest()
+    return {"notebook_sha256": hashlib.sha256(nb.read_bytes()).hexdigest(), "code": code, "settings": settings,
+            "profile": profile, "seed": seed}
 
 
 def run(profile: str = "auto", seed: int = 0, output_dir: str | Path = "outputs", only: list[str] | None = None,

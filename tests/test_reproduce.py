@@ -117,6 +117,9 @@ def test_an_edit_to_the_code_a_notebook_imports_runs_it_again(tmp_path, monkeypa
     (package / "bandit.py").write_text((package / "bandit.py").read_text() + "\n# an edit\n")
     reproduce.run("smoke", output_dir=out, notebooks_dir=nbs, log=lambda *a: None)
     assert marker.read_text() == "00\n00\n"
+    (package / "profiles.py").write_text((package / "profiles.py").read_text() + "\n# a settings edit\n")
+    reproduce.run("smoke", output_dir=out, notebooks_dir=nbs, log=lambda *a: None)
+    assert marker.read_text() == "00\n00\n00\n"  # the settings a notebook runs with changed
 
 
 def _fake_notebooks(tmp_path, marker):
