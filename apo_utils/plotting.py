@@ -154,12 +154,22 @@ def comparison_figure(comparisons: list[dict], title: str | None = None):
     return fig
 
 
+# What a study calls a setting, as a reader should see it ("" where the study has only one)
+SETTING_NAMES = {"high": "high-quality pairs", "low": "low-quality pairs", "policy": "", "reward model": ""}
+
+
+def setting_label(setting: str) -> str:
+    return SETTING_NAMES.get(setting, setting)
+
+
 def verdict_figure(rows: list[dict], title: str = "Each paper's claim and the kit's verdict"):
     """One row a claim's comparison (`summary.verdicts`), one panel a metric: the difference and the interval the
-    verdict uses, the no-difference band (±matters) shaded where known, the verdict written beside it."""
+    verdict uses, the no-difference band (±matters) shaded where known, the verdict written beside it. Each row is
+    named on two lines (the comparison; then notebook, setting, where it was read and seeds), so that the figure
+    stays readable at page width."""
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     heights = [sum(r["metric"] == m for r in rows) for m in metrics]
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(14, 1.2 + 0.6 * sum(heights) + 0.6 * len(metrics)),
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(10, 1.4 + 0.62 * sum(heights) + 0.8 * len(metrics)),
                              height_ratios=[h + 1 for h in heights], squeeze=False, layout="constrained")
     for ax, metric in zip(axes[:, 0], metrics):
         rs = [r for r in rows if r["metric"] == metric]
@@ -171,14 +181,18 @@ def verdict_figure(rows: list[dict], title: str = "Each paper's claim and the ki
                         color=color(r["method"]))
             if isinstance(r.get("matters"), (int, float)):
                 ax.fill_betweenx([yi - 0.35, yi + 0.35], -r["matters"], r["matters"], color="0.85", zorder=0)
-            ax.annotate(textwrap.fill(r["verdict"], 34), (1.01, yi), xycoords=("axes fraction", "data"), va="center",
-                        fontsize=8)
+            ax.annotate(textwrap.fill(r["verdict"], 22), (1.01, yi), xycoords=("axes fraction", "data"), va="center",
+                        fontsize=10)
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(y, [f"{r['study'][:3].rstrip('_')} {r['setting']}: {label(r['method'])} − {label(r['baseline'])}, "
-                          f"{r['at']} ({r['n_seeds']} seed{'s' * (r['n_seeds'] > 1)})" for r in rs], fontsize=8)
+        names = []
+        for r in rs:
+            where = [f"notebook {r['study'][:3].rstrip('_')}", setting_label(r["setting"]), r["at"],
+                     f"{r['n_seeds']} seed{'s' * (r['n_seeds'] > 1)}"]
+            names.append(f"{label(r['method'])} − {label(r['baseline'])}\n" + " · ".join(w for w in where if w))
+        ax.set_yticks(y, names, fontsize=10)
         ax.set_ylim(-0.6, len(rs) - 0.4)
         ax.set_xlabel(f"difference in {metric_label(metric)}")
-    fig.suptitle(title + "\n(interval: the hull of the bootstrap and the seed intervals, the verdict's; grey: no "
+    fig.suptitle(title + "\n(interval: the hull of the bootstrap and the seed intervals, the verdict's;\ngrey: no "
                          "difference that matters)")
     return fig
 
@@ -207,7 +221,8 @@ def frontier_figure(rows, settings, methods, start_reward: float, reward_label: 
     handles = {}
     for ax, s in zip(axes[0], settings):
         star = ax.scatter([0], [start_reward], marker="*", s=160, color="k", zorder=5)
-        handles.setdefault("starting policy", star)
+        # on the checkpoints' prompts its mean differs from the start's reward over every held-out prompt
+        handles.setdefault("starting policy" + (", on the same prompts" if starts and n_prompts else ""), star)
         for m in methods:
             sub = [r for r in rows if r["setting"] == s and r["method"] == m]
             if not sub:
