@@ -323,7 +323,7 @@ _SETTINGS = {
                    # 02: the headline on the high tier (the paper's largest gain; the low tier saturates VADER at
                    # 0.97), 5 seeds, DPO, DPO on the reward model's labels and MADPO, each measured at 5 points
                    # along training (the start kept once a seed, 3 checkpoints on 32 prompts, the end on all 256).
-                   # 500 pairs a policy (63 steps) and no held-out ranking. 02 also trains beta-DPO (the paper's Table 1
+                   # 500 pairs a policy (63 steps) and no held-out ranking. 02 also trains beta-DPO (the paper's main results'
                    # baseline): 20 runs, 50 min measured (2.5 min a run on the slowest AMX machine seen; on a CPU
                    # without bf16 units, fp32 at 1.5 s a step, about 3.5 min a run, so over the hour there). 02b: DPO
                    # and MADPO at beta/3 and 3 beta on the same 5 seeds (a verdict on the best of three betas takes

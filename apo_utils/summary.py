@@ -329,11 +329,11 @@ def _comparisons_of(rec: dict) -> list[dict]:
 # The claims are the papers' (arXiv id and table); the verdicts come from the committed records (`verdicts`).
 HEADLINES = (
     ("02_madpo_imdb", "madpo", "dpo", "reward",
-     "MADPO's policy earns more true reward than DPO's (arXiv 2510.05342v1, Table 1)"),
+     "MADPO's policy earns more true reward than DPO's (arXiv 2510.05342v1, main results)"),
     ("02_madpo_imdb", "madpo", "dpo_rm_labels", "reward",
      "... than DPO given the same reward model (a fair baseline for it)"),
     ("02b_madpo_sensitivity", "madpo", "dpo", "reward", "... with each method on its best of three β"),
-    ("02_madpo_imdb", "madpo", "beta_dpo", "reward", "MADPO beats β-DPO (arXiv 2510.05342v1, Table 1)"),
+    ("02_madpo_imdb", "madpo", "beta_dpo", "reward", "MADPO beats β-DPO (arXiv 2510.05342v1, main results)"),
     ("03_gamma_po_noise", "gamma_simpo", "simpo", "test_accuracy",
      "γ-SimPO ranks pairs better than SimPO, with flipped labels and without (arXiv 2506.03690)"),
     ("03_gamma_po_noise", "gamma_simpo", "simpo", "reward",
@@ -347,7 +347,7 @@ HEADLINES = (
     ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_prob_error",
      "MMPO's reward model is better calibrated than hard labels' (arXiv 2410.03145)"),
     ("05_mmpo_margins", "mmpo", "dpo", "reward",
-     "MMPO's policy earns more true reward than DPO's (arXiv 2410.03145, Table 1)"),
+     "MMPO's policy earns more true reward than DPO's (arXiv 2410.03145, MT-Bench results)"),
     ("05_mmpo_margins", "mmpo", "dpo_truth_labels", "reward",
      "... than DPO told which response is truly better (the same information)"),
     ("05_mmpo_margins", "mmpo_estimated", "dpo", "reward", "... with the reward model's estimated margins"),
