@@ -427,8 +427,14 @@ def readme_section(root: Path | None = None) -> str:
 
 
 def _duration(seconds: float) -> str:
+    """A time as a reader wants it. Between 10 and 90 s, to the nearest 10 s: a notebook that recomputes everything
+    on each run (00) takes 19 s one time and 21 s the next, and its stated time should not change with that."""
     minutes = seconds / 60
-    return f"{seconds:.0f} s" if seconds < 90 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+    if seconds < 10:
+        return f"{seconds:.0f} s"
+    if seconds < 90:
+        return f"{round(seconds, -1):.0f} s"
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
 def notebook_times(root: Path | None = None) -> dict[str, tuple[float | None, float | None]]:

@@ -190,7 +190,9 @@ def test_frontier_figure_has_a_panel_a_setting_and_a_line_a_method():
         assert sum(ln.get_label() == "matched KL" for ln in high.get_lines()) == 2
         assert [ln.get_label() for ln in low.get_lines()] == [label("dpo")]  # madpo has no rows in "low"
         legend = [t.get_text() for t in fig.legends[0].get_texts()]
-        assert legend.count("matched KL") == 1 and legend.count("DPO, β = 0.1") == 1 and "starting policy" in legend
+        assert legend.count("matched KL") == 1 and legend.count("DPO, β = 0.1") == 1
+        # the star is the start on the checkpoints' prompts, not its reward over every prompt: the legend says so
+        assert "starting policy, on the same prompts" in legend
     finally:
         plt.close(fig)
 

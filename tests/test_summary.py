@@ -258,3 +258,9 @@ def test_the_studies_marked_stale_are_read_per_profile():
     assert summary.studies_marked_stale(stale, "cpu") == {"04_amapo_ranking"}
     assert summary.studies_marked_stale(stale, "gpu") == {"01_imdb_preferences"}
     assert summary.studies_marked_stale({}, "cpu") == set()
+
+
+def test_duration_reads_as_a_reader_wants_it():
+    # a notebook that recomputes everything (00) jitters by a second or two between runs: its stated time must not
+    assert {summary._duration(s) for s in (19.2, 20.6, 21.4)} == {"20 s"}
+    assert [summary._duration(s) for s in (4.3, 95, 2648, 15000)] == ["4 s", "2 min", "44 min", "4.2 h"]
