@@ -331,7 +331,7 @@ _SETTINGS = {
                    madpo=MadpoSettings(tiers=("high",), seeds=5, train_pairs=500, test_pairs=0, other_tiers=False,
                                        ipo_both_tiers=False, extra_seeds=1),
                    # 03: SimPO and gamma-SimPO (gamma0 / tau = 1) at 20 % flips and with no flips, 5 seeds each;
-                   # 500 low-tier pairs a policy, each measured at 5 points (20 runs; 14 took 27 min). DPO and
+                   # 500 low-tier pairs a policy, each measured at 5 points (20 runs, 44 min measured). DPO and
                    # gamma-DPO (at DPO's beta the margins shift its logit by at most 0.09) run on gpu only.
                    noise=NoiseSettings(rates=(0.0, 0.2), seeds=5, train_pairs=500, dpo_rates=()),
                    # 04: DPO, SimPO and AMaPO on 5 seeds, 300 high-tier pairs for 2 epochs (76 steps: a pair is

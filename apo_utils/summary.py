@@ -427,14 +427,16 @@ def readme_section(root: Path | None = None) -> str:
 
 
 def _duration(seconds: float) -> str:
-    """A time as a reader wants it. Between 10 and 90 s, to the nearest 10 s: a notebook that recomputes everything
-    on each run (00) takes 19 s one time and 21 s the next, and its stated time should not change with that."""
-    minutes = seconds / 60
-    if seconds < 10:
-        return f"{seconds:.0f} s"
-    if seconds < 90:
-        return f"{round(seconds, -1):.0f} s"
-    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+    """A time as a reader wants it. Under 90 s, to the nearest 10 s (under 10 s, just that): a notebook that
+    recomputes everything on each run (00) takes 19 s one time and 21 s the next, and its stated time should not
+    change with that. Each threshold is tested on the rounded value, so no time reads longer than a larger one."""
+    if seconds < 5:
+        return "under 10 s"
+    tens = int(seconds / 10 + 0.5) * 10  # half up: 25 s reads 30 s
+    if tens < 90:
+        return f"{tens} s"
+    minutes = max(2, int(seconds / 60 + 0.5))  # 85 s rounds to 90: "2 min", never "1 min" after "80 s"
+    return f"{minutes} min" if minutes < 120 else f"{seconds / 3600:.1f} h"
 
 
 def notebook_times(root: Path | None = None) -> dict[str, tuple[float | None, float | None]]:

@@ -263,4 +263,9 @@ def test_the_studies_marked_stale_are_read_per_profile():
 def test_duration_reads_as_a_reader_wants_it():
     # a notebook that recomputes everything (00) jitters by a second or two between runs: its stated time must not
     assert {summary._duration(s) for s in (19.2, 20.6, 21.4)} == {"20 s"}
-    assert [summary._duration(s) for s in (4.3, 95, 2648, 15000)] == ["4 s", "2 min", "44 min", "4.2 h"]
+    assert [summary._duration(s) for s in (4.3, 25, 95, 2648, 15000)] == ["under 10 s", "30 s", "2 min", "44 min", "4.2 h"]
+    # never a shorter reading for a longer time, across every threshold
+    readings = [summary._duration(s / 4) for s in range(0, 4 * 9000)]
+    seconds = [0 if r == "under 10 s" else float(r.split()[0]) * {"s": 1, "min": 60, "h": 3600}[r.split()[1]]
+               for r in readings]
+    assert seconds == sorted(seconds)
