@@ -269,3 +269,13 @@ def test_duration_reads_as_a_reader_wants_it():
     seconds = [0 if r == "under 10 s" else float(r.split()[0]) * {"s": 1, "min": 60, "h": 3600}[r.split()[1]]
                for r in readings]
     assert seconds == sorted(seconds)
+
+
+def test_every_verdict_setting_reads_in_words():
+    from apo_utils import plotting, profiles
+    assert {f"{t}-quality pairs" for t in profiles.TIERS} <= set(plotting.SETTING_NAMES.values())
+    assert set(profiles.TIERS) <= set(plotting.SETTING_NAMES)
+    for v in summary.verdicts():
+        name = plotting.setting_label(v["setting"])
+        # either a name in words or left out (a study with one setting); never a bare internal key
+        assert name == "" or " " in name, (v["study"], v["setting"], name)
