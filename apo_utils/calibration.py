@@ -4,11 +4,17 @@ A reward model (or a policy's implicit reward) predicts P(chosen beats rejected)
 calibrated when, among pairs it gives 0.7, the chosen response wins 70 % of the time. With pairs the
 orientation is arbitrary, so every pair is counted both ways (p for "chosen wins", 1 - p for
 "rejected wins"): the diagram is then symmetric about 0.5 and no orientation is favoured.
+
+An ECE belongs to a set of pairs, not to a pair, so two models' ECEs are compared by recomputing both on resampled
+sets (`ece_difference`, `paired_ece`), not by averaging per-pair differences as `stats` does for other metrics.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+
+from apo_utils.stats import seed_interval
 
 
 def _checked(p, y) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +51,69 @@ def expected_calibration_error(p, y, n_bins: int = 10) -> float:
     bins = reliability(p, y, n_bins)
     n = sum(b["count"] for b in bins)
     return float(sum(b["count"] * abs(b["frequency"] - b["confidence"]) for b in bins) / n)
+
+
+def _bin_residuals(p, n_bins: int) -> np.ndarray:
+    """(pairs, bins): what each labelled pair adds to each bin's sum of (outcome - prediction), counted both ways as
+    the ECE counts it, (p, 1) and (1 - p, 0). With pair weights w, the ECE is sum_b |w @ r[:, b]| / (2 sum w): a
+    resampled set's ECE without rebuilding its bins."""
+    p, _ = _checked(p, np.ones_like(np.asarray(p, dtype=float)))
+    r = np.zeros((p.size, n_bins))
+    rows, q = np.arange(p.size), 1 - p
+    np.add.at(r, (rows, np.minimum((p * n_bins).astype(int), n_bins - 1)), q)  # "chosen wins" came true: 1 - p
+    np.add.at(r, (rows, np.minimum((q * n_bins).astype(int), n_bins - 1)), -q)  # "rejected wins" did not: 0 - (1 - p)
+    return r
+
+
+def ece_difference(p_method, p_baseline, groups=None, n_bins: int = 10, n_boot: int = 4000, seed: int = 0) -> dict:
+    """ECE of one kind of model minus another's, both measured on the same labelled pairs for each training seed.
+
+    p_method, p_baseline: (seeds, pairs), each model's P(chosen wins) for the pairs as labelled. The difference is
+    the mean over seeds of each seed's ECE difference; its 95 % interval resamples seeds and pair groups (`groups`,
+    e.g. each pair's prompt) independently, as `stats.seeds_by_units_bootstrap` does, recomputing both ECEs on every
+    drawn set; beside it the t interval over the per-seed differences (`stats.seed_interval`).
+    Returns {'diff', 'ci95', 'half_width', 'n_seeds', 'n_units', 'n_groups', 'seed_ci95', 'seed_half_width'}."""
+    a, b = (np.asarray(x, dtype=float) for x in (p_method, p_baseline))
+    if a.ndim != 2 or a.shape != b.shape or 0 in a.shape:
+        raise ValueError(f"p_method and p_baseline must be (seeds, pairs) of one non-empty shape, got {a.shape} "
+                         f"and {b.shape}")
+    g = np.arange(a.shape[1]) if groups is None else np.asarray(groups)
+    if g.shape != (a.shape[1],):
+        raise ValueError(f"groups has {g.size} entries for {a.shape[1]} pairs")
+    per_seed = np.array([expected_calibration_error(*symmetrised(x, np.ones_like(x)), n_bins)
+                         - expected_calibration_error(*symmetrised(y, np.ones_like(y)), n_bins) for x, y in zip(a, b)])
+    _, inv = np.unique(g, return_inverse=True)
+    n_groups = int(inv.max()) + 1
+    rng = np.random.default_rng(seed)
+    s_pick = rng.integers(0, a.shape[0], size=(n_boot, a.shape[0]))
+    g_pick = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    weights = np.stack([np.bincount(row, minlength=n_groups) for row in g_pick])[:, inv].astype(float)  # (boot, pairs)
+
+    def ece(p):  # (boot, seeds): every seed's ECE on every drawn set
+        r = np.stack([_bin_residuals(row, n_bins) for row in p])  # (seeds, pairs, bins)
+        return np.abs(np.einsum("kn,snb->ksb", weights, r)).sum(-1) / (2 * weights.sum(1))[:, None]
+
+    boots = np.take_along_axis(ece(a) - ece(b), s_pick, 1).mean(1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    seeds = seed_interval(per_seed)
+    return {"diff": float(per_seed.mean()), "ci95": [float(lo), float(hi)], "half_width": float((hi - lo) / 2),
+            "n_seeds": int(a.shape[0]), "n_units": int(a.shape[1]), "n_groups": n_groups,
+            "seed_ci95": seeds["ci95"], "seed_half_width": seeds["half_width"]}
+
+
+def paired_ece(runs: pd.DataFrame, setting: str, method: str, baseline: str, groups=None,
+               matters: float | None = None, n_bins: int = 10) -> dict:
+    """`ece_difference` of two methods' models in one setting of a frame of runs (a row a seed and method, column
+    'p': the predictions on the held-out pairs), on the seeds both have: a comparison in the shape
+    `stats.paired_comparison` gives, metric 'test_ece'."""
+    sub = runs[runs.setting == setting]
+    a, b = (sub[sub.method == m].set_index("seed")["p"] for m in (method, baseline))
+    seeds = sorted(set(a.index) & set(b.index))
+    if not seeds:
+        raise ValueError(f"no seed has both {method!r} and {baseline!r} in setting {setting!r}")
+    diff = ece_difference([a[s] for s in seeds], [b[s] for s in seeds], groups, n_bins)
+    return {"setting": setting, "metric": "test_ece", "method": method, "baseline": baseline, **diff,
+            **({"matters": matters} if matters is not None else {})}
 
 
 def sigmoid(x) -> np.ndarray:

@@ -61,6 +61,7 @@ METRIC_LABELS = {
     "test_truth_accuracy": "held-out agreement with the truth",
     "test_prob_error": "distance to the true preference probability (lower is better)",
     "ece": "expected calibration error (lower is better)",
+    "test_ece": "ECE against the held-out labels (lower is better)",
 }
 
 

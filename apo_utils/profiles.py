@@ -233,7 +233,7 @@ class MmpoSettings:
     bt_scales: tuple[float, ...] = (1.35, 4.95, 9.9)  # gamma_bt tried on the reward model (with the label scale)
     policies: tuple[str, ...] = ("dpo", "dpo_truth_labels", "dpo_rm_labels", "mmpo", "mmpo_estimated")  # mmpo_runs
     seeds: int | None = None  # policies and reward models train seeds 0..n-1 (None: PolicySettings.seeds)
-    rm_seeds: int | None = None  # reward models on hard labels and true margins: the first n seeds (None: all)
+    rm_seeds: int | None = None  # reward models on hard labels and true margins, and the γ_bt sweep: the first n seeds
     extra_seeds: int | None = None  # reward models on estimated margins: the first n seeds (None: all)
     budgets: int = 2  # matched-KL budgets each reward comparison is made at
     checkpoints: int | None = 5  # reward and KL along training (PolicySettings.checkpoints) for this study
@@ -252,9 +252,11 @@ class MmpoSettings:
                        for s in _first(seeds, self.extra_seeds)]
 
     def sweep_jobs(self, seeds, label_scale: float) -> list[dict]:
-        """The gamma_bt sweep on the first seed; the headline's gamma_bt is already among the reward models."""
+        """The gamma_bt sweep on every seed of the headline's reward models, so that each value is compared with the
+        headline's (already among the reward models) paired by seed, as the headline is compared with hard labels."""
         scales = sorted((set(self.bt_scales) | {float(label_scale)}) - {self.gamma_bt})
-        return [{"setting": "γ_bt sweep", "seed": seeds[0], "method": "mmpo", "gamma_bt": g} for g in scales]
+        return [{"setting": "γ_bt sweep", "seed": s, "method": "mmpo", "gamma_bt": g}
+                for s in _first(seeds, self.rm_seeds) for g in scales]
 
     def policy_jobs(self, seeds) -> list[dict]:
         """Every policy method on every seed: each is a frontier a matched-KL verdict is read from."""

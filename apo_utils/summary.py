@@ -346,6 +346,7 @@ HEADLINES = (
     ("04_amapo_ranking", "amapo", "simpo", "reward", "... than SimPO's"),
     ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_prob_error",
      "MMPO's reward model is better calibrated than hard labels' (arXiv 2410.03145)"),
+    ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_ece", "... and by the ECE against the labels"),
     ("05_mmpo_margins", "mmpo", "dpo", "reward",
      "MMPO's policy earns more true reward than DPO's (arXiv 2410.03145, MT-Bench results)"),
     ("05_mmpo_margins", "mmpo", "dpo_truth_labels", "reward",

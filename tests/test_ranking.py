@@ -1,6 +1,7 @@
 """ranking.py and calibration.py: implicit margins, accuracy, gradient allocation, reliability and ECE."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -119,3 +120,50 @@ def test_calibration_rejects_bad_input():
         reliability([float("nan")], [1.0])
     with pytest.raises(ValueError, match="n_bins"):
         reliability([0.5], [1.0], n_bins=0)
+
+
+def test_ece_of_a_resampled_set_from_bin_residuals_matches_rebuilding_it():
+    from apo_utils.calibration import _bin_residuals
+
+    p = np.concatenate([rng.uniform(0, 1, 300), [0.0, 0.5, 1.0, 0.1, 0.9]])  # bin edges and a pair in one bin both ways
+    for n_bins in (10, 7):
+        r = _bin_residuals(p, n_bins)
+        assert np.abs(r.sum(0)).sum() / (2 * p.size) == pytest.approx(
+            expected_calibration_error(*symmetrised(p, np.ones_like(p)), n_bins), abs=1e-12)
+        w = rng.integers(0, 4, p.size).astype(float)  # a bootstrap draw: pair i taken w_i times
+        repeated = np.repeat(p, w.astype(int))
+        assert np.abs(w @ r).sum() / (2 * w.sum()) == pytest.approx(
+            expected_calibration_error(*symmetrised(repeated, np.ones_like(repeated)), n_bins), abs=1e-12)
+
+
+def test_ece_difference_sees_overconfidence_and_nothing_between_equals():
+    from apo_utils.calibration import ece_difference, paired_ece
+
+    truth = rng.uniform(0.05, 0.95, (5, 400))  # P(the first response wins) of each pair, for 5 seeds' models
+    won = rng.uniform(size=truth.shape) < truth  # the label: which response was marked chosen
+    calibrated = truth  # a model predicting the truth, and one just as right on order but sure of everything
+    as_labelled = lambda q: np.where(won, q, 1 - q)  # noqa: E731
+    sure = np.where(truth > 0.5, 0.99, 0.01)
+    groups = np.repeat(np.arange(100), 4)
+    c = ece_difference(as_labelled(sure), as_labelled(calibrated), groups)
+    expected = np.mean([expected_calibration_error(*symmetrised(x, np.ones_like(x)))
+                        - expected_calibration_error(*symmetrised(y, np.ones_like(y)))
+                        for x, y in zip(as_labelled(sure), as_labelled(calibrated))])
+    assert c["diff"] == pytest.approx(expected) and c["diff"] > 0.2
+    assert 0 < c["ci95"][0] < c["diff"] < c["ci95"][1] and 0 < c["seed_ci95"][0]
+    assert (c["n_seeds"], c["n_units"], c["n_groups"]) == (5, 400, 100)
+    same = ece_difference(as_labelled(sure), as_labelled(sure), groups)
+    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0]
+    one = ece_difference(as_labelled(sure)[:1], as_labelled(calibrated)[:1])
+    assert one["seed_ci95"] == [-np.inf, np.inf] and one["ci95"][0] > 0  # one seed: the bootstrap alone is bounded
+    with pytest.raises(ValueError, match="groups has 3 entries for 400 pairs"):
+        ece_difference(sure, truth, [0, 1, 2])
+    with pytest.raises(ValueError, match="one non-empty shape"):
+        ece_difference(sure, truth[:, :10])
+    runs = pd.DataFrame([{"setting": "rm", "method": m, "seed": s, "p": as_labelled(q)[s].tolist()}
+                         for s in range(5) for m, q in (("sure", sure), ("calibrated", calibrated))
+                         if not (m == "sure" and s == 4)])  # seed 4 only for one side: compared on seeds 0-3
+    entry = paired_ece(runs, "rm", "sure", "calibrated", groups, matters=0.01)
+    assert entry["metric"] == "test_ece" and entry["n_seeds"] == 4 and entry["matters"] == 0.01
+    with pytest.raises(ValueError, match="no seed has both"):
+        paired_ece(runs, "rm", "sure", "missing")
