@@ -87,9 +87,9 @@ def test_the_grids_count_what_the_cpu_records_ran():
     # 02: DPO, DPO on the reward model's labels, beta-DPO and MADPO, 5 seeds, on the high tier; 02b: DPO and MADPO at
     # beta/3 and 3 beta on 5 seeds, IPO and the 3 variants on 1; 03: SimPO and gamma-SimPO at 20 % flips and with
     # none, 5 seeds each; 04: DPO, SimPO and AMaPO on 5; 05: 4 policy methods on 5 seeds; 05b: reward
-    # models on hard labels, true and estimated margins on 5 seeds, the gamma_bt sweep's 2 extra models
+    # models on hard labels, true and estimated margins on 5 seeds, the gamma_bt sweep's 2 extra values on 5
     expected = {"02_madpo_imdb": 4 * 5, "02b_madpo_sensitivity": 2 * 2 * 5 + 1 + 3, "03_gamma_po_noise": 2 * 5 * 2, "04_amapo_ranking": 3 * 5,
-                "05_mmpo_margins": 4 * 5, "05b_mmpo_reward_models": 3 * 5 + 2}
+                "05_mmpo_margins": 4 * 5, "05b_mmpo_reward_models": 3 * 5 + 2 * 5}
     assert {k: f(cpu) for k, f in grids.items()} == expected
     for rec in summary.records(committed_only=True):
         if rec["profile"] == "cpu" and rec["study"] in grids and not summary.settings_changed(rec):
