@@ -167,3 +167,25 @@ def test_ece_difference_sees_overconfidence_and_nothing_between_equals():
     assert entry["metric"] == "test_ece" and entry["n_seeds"] == 4 and entry["matters"] == 0.01
     with pytest.raises(ValueError, match="no seed has both"):
         paired_ece(runs, "rm", "sure", "missing")
+
+
+def test_ece_difference_bootstrap_is_seeds_and_prompt_groups_resampled_with_both_ecs_recomputed():
+    from apo_utils.calibration import ece_difference
+
+    a, b = rng.uniform(0, 1, (3, 30)), rng.uniform(0, 1, (3, 30))
+    groups = np.repeat(np.arange(10), 3)[rng.permutation(30)]  # a prompt's pairs scattered through the set
+    n_boot = 40
+    got = ece_difference(a, b, groups, n_boot=n_boot, seed=7)
+    # the same draws, done the slow way: the drawn seeds, and on each the drawn prompts' pairs repeated
+    draw = np.random.default_rng(7)
+    s_pick, g_pick = draw.integers(0, 3, (n_boot, 3)), draw.integers(0, 10, (n_boot, 10))
+
+    def ece(p):
+        return expected_calibration_error(*symmetrised(p, np.ones_like(p)))
+
+    boots = []
+    for seeds, prompts in zip(s_pick, g_pick):
+        pairs = np.concatenate([np.flatnonzero(groups == g) for g in prompts])
+        boots.append(np.mean([ece(a[s][pairs]) - ece(b[s][pairs]) for s in seeds]))
+    np.testing.assert_allclose(got["ci95"], np.percentile(boots, [2.5, 97.5]), atol=1e-12)
+    assert got["n_groups"] == 10
