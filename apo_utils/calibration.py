@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from apo_utils.stats import seed_interval
+from apo_utils.stats import crossed_draws, seed_interval
 
 
 def _checked(p, y) -> tuple[np.ndarray, np.ndarray]:
@@ -84,9 +84,7 @@ def ece_difference(p_method, p_baseline, groups=None, n_bins: int = 10, n_boot: 
                          - expected_calibration_error(*symmetrised(y, np.ones_like(y)), n_bins) for x, y in zip(a, b)])
     _, inv = np.unique(g, return_inverse=True)
     n_groups = int(inv.max()) + 1
-    rng = np.random.default_rng(seed)
-    s_pick = rng.integers(0, a.shape[0], size=(n_boot, a.shape[0]))
-    g_pick = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    s_pick, g_pick = crossed_draws(a.shape[0], n_groups, n_boot, seed)
     weights = np.stack([np.bincount(row, minlength=n_groups) for row in g_pick])[:, inv].astype(float)  # (boot, pairs)
 
     def ece(p):  # (boot, seeds): every seed's ECE on every drawn set

@@ -62,14 +62,20 @@ def seeds_by_units_bootstrap(diff, groups=None, n_boot: int = 4000, seed: int = 
     n_groups = int(inv.max()) + 1
     sums = np.stack([np.bincount(inv, weights=row, minlength=n_groups) for row in d])  # (seeds, groups)
     counts = np.bincount(inv, minlength=n_groups)
-    rng = np.random.default_rng(seed)
-    s_pick = rng.integers(0, d.shape[0], size=(n_boot, d.shape[0]))
-    g_pick = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    s_pick, g_pick = crossed_draws(d.shape[0], n_groups, n_boot, seed)
     seed_sums = sums[s_pick].sum(1)  # (boot, groups): the chosen seeds' totals per group
     boots = np.take_along_axis(seed_sums, g_pick, 1).sum(1) / (d.shape[0] * counts[g_pick].sum(1))
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return {"diff": float(d.mean()), "ci95": [float(lo), float(hi)], "half_width": float((hi - lo) / 2),
             "n_seeds": int(d.shape[0]), "n_units": int(d.shape[1]), "n_groups": n_groups}
+
+
+def crossed_draws(n_seeds: int, n_groups: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The crossed bootstrap's draws: for each of n_boot resamples, seeds and unit groups drawn with replacement,
+    independently ((n_boot, n_seeds) and (n_boot, n_groups) indices). Shared by `seeds_by_units_bootstrap` and
+    `calibration.ece_difference`, so that a statistic of a whole set (an ECE) is resampled as a mean is."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n_seeds, size=(n_boot, n_seeds)), rng.integers(0, n_groups, size=(n_boot, n_groups))
 
 
 # Student's t 0.975 quantiles by degrees of freedom (standard tables); beyond 30 the normal's 1.96 is close enough.
