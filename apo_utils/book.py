@@ -74,22 +74,25 @@ def headline_table(rec: dict) -> str:
 
 
 def comparisons_table(comps: list[dict], with_study: bool = False) -> str:
-    """Paired comparisons as `stats.comparison_table` shows them (method − baseline, where, difference and its 95 %
-    interval, the cautious verdict, the interval over seeds, seeds, units), the verdict early so that a narrow page
-    shows it; a record made before units were stored shows its pairs."""
-    from .stats import verdict_cautious, where
+    """Paired comparisons: method − baseline, where, the difference with the interval its verdict reads (the hull
+    of the bootstrap and the t interval over seeds, `stats.cautious_interval`, as the chapters' prose quotes it),
+    the verdict early so that a narrow page shows it, then the two intervals the hull is made of, seeds and units;
+    a record made before units were stored shows its pairs."""
+    from .stats import cautious_interval, verdict_cautious, where
 
     name, metric_name = _names()
     rows = []
     for c in comps:
         seed = c.get("seed_ci95")
+        lo, hi = cautious_interval(c)
         row = [f"{name(c['method'])} − {name(c['baseline'])}", c["setting"], metric_name(c["metric"]), where(c),
-               f"{c['diff']:+.3f} [{_bound(c['ci95'][0])}, {_bound(c['ci95'][1], True)}]", verdict_cautious(c),
+               f"{c['diff']:+.3f} [{_bound(lo)}, {_bound(hi, True)}]", verdict_cautious(c),
+               f"[{_bound(c['ci95'][0])}, {_bound(c['ci95'][1], True)}]",
                f"[{_bound(seed[0])}, {_bound(seed[1], True)}]" if isinstance(seed, (list, tuple)) else "–",
                c["n_seeds"], c.get("n_units", c.get("n_pairs", "–"))]
         rows.append(([_chapter_link(c["study"], "../notebooks")] if with_study else []) + row)
-    header = ["comparison", "setting", "metric", "at", "difference [95 % CI]", "verdict", "95 % CI over seeds",
-              "seeds", "units"]
+    header = ["comparison", "setting", "metric", "at", "difference [95 % interval]", "verdict", "bootstrap 95 % CI",
+              "95 % CI over seeds", "seeds", "units"]
     return md_table((["chapter"] if with_study else []) + header, rows) if rows else ""
 
 

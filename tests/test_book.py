@@ -60,6 +60,18 @@ def test_every_chapter_shows_its_committed_results(built):
             assert book._plain(sample["sample"]) in cell, f"{study}: a sample of {sample['method']} not shown"
 
 
+def test_a_comparison_row_leads_with_the_interval_its_verdict_reads():
+    """The chapters' prose quotes the hull of the two intervals; the table must lead with the same one."""
+    c = {"method": "madpo", "baseline": "dpo", "setting": "high", "metric": "reward", "kl": 1.5, "diff": 0.01,
+         "ci95": [-0.01, 0.03], "seed_ci95": [-0.02, 0.02], "n_seeds": 5, "n_units": 32, "matters": 0.005}
+    row = book.comparisons_table([c]).splitlines()[-1]
+    cells = [x.strip() for x in row.strip("|").split("|")]
+    assert cells[4] == "+0.010 [-0.020, +0.030]" and cells[5] == "not resolved"
+    assert cells[6:8] == ["[-0.010, +0.030]", "[-0.020, +0.020]"]
+    one_seed = dict(c, seed_ci95=[None, None], n_seeds=1)
+    assert "+0.010 [−∞, +∞]" in book.comparisons_table([one_seed])
+
+
 def test_a_sample_is_shown_as_literal_text():
     """Whatever a model writes (HTML, emphasis, math, a table bar, a newline) stays one cell of plain text."""
     table = book.samples_table([{"method": "starting policy", "kl": 0.0, "prompt": "I saw *this* film and",
