@@ -344,9 +344,12 @@ HEADLINES = (
     ("04_amapo_ranking", "amapo", "dpo", "reward",
      "AMaPO's policy earns more true reward than DPO's (arXiv 2511.09385, its downstream benchmarks)"),
     ("04_amapo_ranking", "amapo", "simpo", "reward", "... than SimPO's"),
+    # The paper's claim is calibration. Distance to the true probability also rewards a model that simply ranks
+    # better, so it is worded as what it measures; the ECE row tests calibration itself.
     ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_prob_error",
-     "MMPO's reward model is better calibrated than hard labels' (arXiv 2410.03145)"),
-    ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_ece", "... and by the ECE against the labels"),
+     "MMPO's reward model comes closer to the true preference probabilities than hard labels' (arXiv 2410.03145)"),
+    ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_ece",
+     "... and is better calibrated, by the ECE against the labels (the paper's claim)"),
     ("05_mmpo_margins", "mmpo", "dpo", "reward",
      "MMPO's policy earns more true reward than DPO's (arXiv 2410.03145, MT-Bench results)"),
     ("05_mmpo_margins", "mmpo", "dpo_truth_labels", "reward",
