@@ -346,8 +346,8 @@ _SETTINGS = {
                    # 05: 500 pairs a policy (as 02), measured at 5 points along training: DPO on the labels as given
                    # and truth-corrected, MMPO on true and estimated margins, 5 seeds (20 runs of about 2.5 min). DPO
                    # on the reward model's labels is 02's. 05b: reward models on the same 500 pairs, hard labels and
-                   # soft targets from true and estimated margins on 5 seeds (about 70 s each), the gamma_bt sweep
-                   # (the annotator's scale and 1.35) on 1.
+                   # soft targets from true and estimated margins on 5 seeds (about 70 s each), and the gamma_bt
+                   # sweep (1.35 and the annotator's scale, each paired by seed with 9.9) on the same 5 seeds.
                    mmpo=MmpoSettings(policies=("dpo", "dpo_truth_labels", "mmpo", "mmpo_estimated"), seeds=5,
                                      train_pairs=500, bt_scales=(1.35, 9.9))),
     # gpu: one free Colab T4 (or any one GPU), each notebook <= 60 min. No T4 was lent to this project, so the size
