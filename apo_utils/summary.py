@@ -333,23 +333,32 @@ HEADLINES = (
     ("02_madpo_imdb", "madpo", "dpo_rm_labels", "reward",
      "... than DPO given the same reward model (a fair baseline for it)"),
     ("02b_madpo_sensitivity", "madpo", "dpo", "reward", "... with each method on its best of three β"),
-    ("02_madpo_imdb", "madpo", "beta_dpo", "reward", "MADPO beats β-DPO (arXiv 2510.05342v1, main results)"),
+    ("02_madpo_imdb", "madpo", "beta_dpo", "reward",
+     "MADPO's policy earns more true reward than β-DPO's, the paper's next best (arXiv 2510.05342v1, main results)"),
+    # The paper reports win rates; ranking held-out pairs under flipped labels is the kit's test of its robustness
     ("03_gamma_po_noise", "gamma_simpo", "simpo", "test_accuracy",
-     "γ-SimPO ranks pairs better than SimPO, with flipped labels and without (arXiv 2506.03690)"),
+     "γ-SimPO ranks held-out pairs better than SimPO, with flipped labels and without (the kit's test of the "
+     "robustness arXiv 2506.03690 claims; the paper reports win rates)"),
     ("03_gamma_po_noise", "gamma_simpo", "simpo", "reward",
      "γ-SimPO's policy earns more true reward than SimPO's, with flipped labels and without (arXiv 2506.03690)"),
-    ("04_amapo_ranking", "amapo", "dpo", "test_accuracy", "AMaPO ranks held-out pairs better than DPO (arXiv 2511.09385)"),
+    # The paper scores every method by mean log-prob without the reference (RM-Bench's no-reference mode)
+    ("04_amapo_ranking", "amapo", "dpo", "test_mean_logp_accuracy",
+     "AMaPO ranks held-out pairs better than DPO, both scored by mean log-prob as the paper scores (arXiv 2511.09385)"),
+    ("04_amapo_ranking", "amapo", "dpo", "test_accuracy", "... with DPO scored by its own implicit reward"),
+    ("04_amapo_ranking", "amapo", "dpo", "test_truth_accuracy", "... scored against the truth, not the labels"),
     ("04_amapo_ranking", "amapo", "simpo", "test_accuracy", "AMaPO ranks held-out pairs better than SimPO"),
     ("04_amapo_ranking", "amapo", "simpo", "test_truth_accuracy", "... scored against the truth, not the labels"),
     ("04_amapo_ranking", "amapo", "dpo", "reward",
      "AMaPO's policy earns more true reward than DPO's (arXiv 2511.09385, its downstream benchmarks)"),
     ("04_amapo_ranking", "amapo", "simpo", "reward", "... than SimPO's"),
-    # The paper's claim is calibration. Distance to the true probability also rewards a model that simply ranks
-    # better, so it is worded as what it measures; the ECE row tests calibration itself.
-    ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_prob_error",
-     "MMPO's reward model comes closer to the true preference probabilities than hard labels' (arXiv 2410.03145)"),
+    ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_truth_accuracy",
+     "MMPO's reward model ranks held-out pairs better than one trained on hard labels (arXiv 2410.03145, RewardBench)"),
     ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_ece",
-     "... and is better calibrated, by the ECE against the labels (the paper's claim)"),
+     "... and is better calibrated (the paper's claim), measured as ECE against held-out labels"),
+    # Distance to the true probability also rewards a model that simply ranks better, and needs a known truth:
+    # the kit's own measure, not the paper's
+    ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_prob_error",
+     "... and comes closer to the true preference probabilities (a measure only a known truth allows)"),
     ("05_mmpo_margins", "mmpo", "dpo", "reward",
      "MMPO's policy earns more true reward than DPO's (arXiv 2410.03145, MT-Bench results)"),
     ("05_mmpo_margins", "mmpo", "dpo_truth_labels", "reward",
@@ -412,7 +421,7 @@ def readme_section(root: Path | None = None) -> str:
     """The README's results: one row for each paper's claim the kit tests (`verdicts`, committed `cpu` records), in a
     reader's names, each linked to its notebook. Every number and comparison is in the book's 'What the kit found'
     page (apo_utils/book.py) and notebook 06."""
-    from .plotting import label, metric_label
+    from .plotting import label, metric_label, setting_label
 
     stale_studies = studies_marked_stale(known_stale(root), "cpu")
     lines = ["| claim | notebook | verdict | difference [95 % interval] | measured as | seeds |",
@@ -422,7 +431,8 @@ def readme_section(root: Path | None = None) -> str:
         mark = " †" if v["study"] in stale_studies else ""
         lines.append(f"| {v['claim']} | [{v['study'][:3].rstrip('_')}](notebooks/{v['study']}.ipynb){mark} | "
                      f"{v['verdict']} | {v['diff']:+.3f} [{lo}, {hi}] | {label(v['method'])} − {label(v['baseline'])} "
-                     f"in {metric_label(v['metric'])}; {v['setting']}, {v['at']} | {v['n_seeds']} |")
+                     f"in {metric_label(v['metric'])}; {', '.join(x for x in (setting_label(v['setting']), v['at']) if x)} | "
+                     f"{v['n_seeds']} |")
     lines += ["", "Paired differences on the same seeds and held-out prompts or pairs; the interval is the hull of a "
               "bootstrap over seeds and prompts or pairs and a t interval over seeds (`apo_utils/stats.py`)."]
     if stale_studies:
