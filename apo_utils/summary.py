@@ -338,7 +338,7 @@ HEADLINES = (
     # The paper reports win rates; ranking held-out pairs under flipped labels is the kit's test of its robustness
     ("03_gamma_po_noise", "gamma_simpo", "simpo", "test_accuracy",
      "γ-SimPO ranks held-out pairs better than SimPO, with flipped labels and without (the kit's test of the "
-     "robustness arXiv 2506.03690 claims; the paper reports win rates)"),
+     "robustness arXiv 2506.03690 claims; it reports win rates)"),
     ("03_gamma_po_noise", "gamma_simpo", "simpo", "reward",
      "γ-SimPO's policy earns more true reward than SimPO's, with flipped labels and without (arXiv 2506.03690)"),
     # The paper scores every method by mean log-prob without the reference (RM-Bench's no-reference mode)
@@ -426,13 +426,21 @@ def readme_section(root: Path | None = None) -> str:
     stale_studies = studies_marked_stale(known_stale(root), "cpu")
     lines = ["| claim | notebook | verdict | difference [95 % interval] | measured as | seeds |",
              "| --- | --- | --- | --- | --- | --- |"]
+    claims: dict[tuple, list[dict]] = {}  # a claim read at two KL budgets is one row with both readings
     for v in verdicts(root, "cpu"):
-        lo, hi = (("−∞" if x == -math.inf else "+∞" if x == math.inf else f"{x:+.3f}") for x in v["interval"])
-        mark = " †" if v["study"] in stale_studies else ""
-        lines.append(f"| {v['claim']} | [{v['study'][:3].rstrip('_')}](notebooks/{v['study']}.ipynb){mark} | "
-                     f"{v['verdict']} | {v['diff']:+.3f} [{lo}, {hi}] | {label(v['method'])} − {label(v['baseline'])} "
-                     f"in {metric_label(v['metric'])}; {', '.join(x for x in (setting_label(v['setting']), v['at']) if x)} | "
-                     f"{v['n_seeds']} |")
+        claims.setdefault((v["claim"], v["study"], v["method"], v["baseline"], v["metric"], v["setting"]), []).append(v)
+    for (claim, study, method, baseline, metric, setting), vs in claims.items():
+        def interval(v):
+            lo, hi = (("−∞" if x == -math.inf else "+∞" if x == math.inf else f"{x:+.3f}") for x in v["interval"])
+            return f"{v['diff']:+.3f} [{lo}, {hi}]" + (f" at {v['at']}" if len(vs) > 1 else "")
+        words = {v["verdict"] for v in vs}
+        verdict = vs[0]["verdict"] if len(words) == 1 else "; ".join(f"{v['verdict']} at {v['at']}" for v in vs)
+        measured = ", ".join(x for x in (setting_label(setting), vs[0]["at"] if len(vs) == 1 else "") if x)
+        seeds = ", ".join(dict.fromkeys(str(v["n_seeds"]) for v in vs))
+        mark = " †" if study in stale_studies else ""
+        lines.append(f"| {claim} | [{study[:3].rstrip('_')}](notebooks/{study}.ipynb){mark} | {verdict} | "
+                     f"{'; '.join(interval(v) for v in vs)} | {label(method)} − {label(baseline)} in "
+                     f"{metric_label(metric)}{'; ' + measured if measured else ''} | {seeds} |")
     lines += ["", "Paired differences on the same seeds and held-out prompts or pairs; the interval is the hull of a "
               "bootstrap over seeds and prompts or pairs and a t interval over seeds (`apo_utils/stats.py`)."]
     if stale_studies:
