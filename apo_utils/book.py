@@ -205,9 +205,8 @@ def found_page(root: Path) -> str:
         older = [s for s in CHAPTERS if s in stale_studies & claimed and not any(
             isinstance(c.get("kl"), (int, float)) for c in records[s]["metrics"].get("comparisons", []))]
         parts.append("† Made by an older version of the code it runs (`figures/stale.json` lists it)."
-                     + (f" {', '.join(_chapter_link(s, '../notebooks') for s in older)}: runs of the older design, "
-                        "which compared methods after the same number of steps, not yet along the reward–KL "
-                        "frontier; their verdicts stand until these notebooks are run again." if older else ""))
+                     + (f" {', '.join(_chapter_link(s, '../notebooks') for s in older)}: these rows compare "
+                        "methods after the same number of steps only, so a reward claim there is not settled." if older else ""))
     rows = [r for r in summary.collect(root, profiles=("cpu", "gpu"), committed_only=True)]
     parts.append("## Every number, by chapter")
     parts.append("Mean ± sd over seeds (number of seeds), one column a profile; † marks a record made by older code. "
