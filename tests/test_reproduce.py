@@ -91,6 +91,24 @@ def test_a_finished_notebook_is_skipped_unless_forced_or_changed(tmp_path):
     assert marker.read_text().endswith("00 edited\n06\n")
 
 
+def test_updating_the_reference_runs_a_finished_notebook_again(tmp_path, monkeypatch):
+    """A learner's run writes beside the committed reference; asking afterwards to replace the reference must run
+    the notebook, not skip it as finished and leave the reference as it was."""
+    from apo_utils.records import UPDATE_REFERENCE
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    marker = tmp_path / "ran.txt"
+    _nb(nbs / "00_ok.ipynb", f"import os; open({str(marker)!r}, 'a').write(os.environ.get({UPDATE_REFERENCE!r}, '-') + '\\n')")
+    _nb(nbs / "06_summary.ipynb", "pass")
+    out = tmp_path / "out"
+    monkeypatch.delenv(UPDATE_REFERENCE, raising=False)
+    reproduce.run("smoke", output_dir=out, notebooks_dir=nbs, log=lambda *a: None)
+    monkeypatch.setenv(UPDATE_REFERENCE, "1")
+    reproduce.run("smoke", output_dir=out, notebooks_dir=nbs, log=lambda *a: None)
+    assert marker.read_text() == "-\n1\n"
+
+
 def test_an_edit_to_the_code_a_notebook_imports_runs_it_again(tmp_path, monkeypatch):
     """A finished notebook is skipped only while the package code it reaches is unchanged: otherwise its record
     would be older than the code that `summary --stale` compares it with."""
