@@ -99,6 +99,8 @@ def comparisons_table(comps: list[dict], with_study: bool = False) -> str:
 def verdicts_table(verdicts: list[dict], stale_studies: set[str], notebooks: str | None) -> str:
     """One row a paper's claim: the kit's verdict, the difference that decides it and where it was measured
     (`summary.verdicts`)."""
+    from .plotting import setting_label
+
     name, metric_name = _names()
     rows = []
     for v in verdicts:
@@ -106,8 +108,8 @@ def verdicts_table(verdicts: list[dict], stale_studies: set[str], notebooks: str
         mark = " †" if v["study"] in stale_studies else ""
         study = _chapter_link(v["study"], notebooks) if notebooks else summary._title(v["study"])
         rows.append([v["claim"], study + mark, v["verdict"], f"{v['diff']:+.3f} [{_bound(lo)}, {_bound(hi, True)}]",
-                     f"{name(v['method'])} − {name(v['baseline'])} in {metric_name(v['metric'])}; {v['setting']}, "
-                     f"{v['at']}", v["n_seeds"]])
+                     f"{name(v['method'])} − {name(v['baseline'])} in {metric_name(v['metric'])}; "
+                     + ", ".join(x for x in (setting_label(v["setting"]), v["at"]) if x), v["n_seeds"]])
     return md_table(["claim", "chapter", "verdict", "difference [95 % interval]", "measured as", "seeds"], rows)
 
 
