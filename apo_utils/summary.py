@@ -389,7 +389,36 @@ def verdicts(root: Path | None = None, profile: str = "cpu") -> list[dict]:
             out.append({"claim": claim, "study": study, "setting": c["setting"], "method": method,
                         "baseline": baseline, "metric": metric, "at": where(c), "diff": float(c["diff"]),
                         "interval": cautious_interval(c), "n_seeds": int(c["n_seeds"]), "verdict": v,
-                        "matters": c.get("matters")})
+                        "matters": c.get("matters"), "kl": c.get("kl")})
+    return out
+
+
+# Every study sets its "no difference" margin to this fraction of the paper's own effect, in the kit's units
+# (`MATTERS = 0.2 * ...` in each study notebook; tests/test_summary.py holds them to it), so the paper's effect at
+# the kit's scale is a row's margin divided by it.
+MARGIN_FRACTION = 0.2
+
+# 06's conclusion: for each method, the one comparison that answers its paper's main claim against the paper's own
+# baseline, (study, method, baseline, metric, setting); a reward claim read at the largest matched KL both reach.
+CONCLUSIONS = (
+    ("02_madpo_imdb", "madpo", "dpo", "reward", "high"),
+    ("03_gamma_po_noise", "gamma_simpo", "simpo", "reward", "20% flipped"),
+    ("04_amapo_ranking", "amapo", "dpo", "test_mean_logp_accuracy", "high"),
+    ("05_mmpo_margins", "mmpo", "dpo", "reward", "policy"),
+    ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_truth_accuracy", "reward model"),
+)
+
+
+def conclusions(root: Path | None = None, profile: str = "cpu") -> list[dict]:
+    """One row of `verdicts` for each entry of `CONCLUSIONS`, in that order, with `paper_effect`: the paper's
+    effect at the kit's scale (the row's margin / MARGIN_FRACTION). An entry the records lack is left out."""
+    rows, out = verdicts(root, profile), []
+    for key in CONCLUSIONS:
+        found = [v for v in rows if (v["study"], v["method"], v["baseline"], v["metric"], v["setting"]) == key]
+        if found:
+            chosen = max(found, key=lambda v: v["kl"] if isinstance(v.get("kl"), (int, float)) else -math.inf)
+            paper = chosen["matters"] / MARGIN_FRACTION if isinstance(chosen.get("matters"), (int, float)) else None
+            out.append({**chosen, "paper_effect": paper})
     return out
 
 

@@ -279,3 +279,26 @@ def test_every_verdict_setting_reads_in_words():
         name = plotting.setting_label(v["setting"])
         # either a name in words or left out (a study with one setting); never a bare internal key
         assert name == "" or " " in name, (v["study"], v["setting"], name)
+
+
+def test_the_conclusion_reads_one_comparison_a_method_at_the_paper_scale_its_study_set():
+    rows = summary.conclusions()
+    # every entry found in the committed cpu records, in order: a renamed setting or metric would drop one silently
+    assert [(r["study"], r["method"], r["baseline"], r["metric"], r["setting"]) for r in rows] == list(summary.CONCLUSIONS)
+    for r in rows:
+        same = [v for v in summary.verdicts() if (v["study"], v["method"], v["baseline"], v["metric"], v["setting"])
+                == (r["study"], r["method"], r["baseline"], r["metric"], r["setting"])]
+        if r["metric"] == "reward":  # read at the furthest budget both sides reach, never after the same steps
+            assert r["kl"] == max(v["kl"] for v in same) and len(same) >= 2
+        assert r["paper_effect"] == pytest.approx(r["matters"] / summary.MARGIN_FRACTION)
+
+
+def test_every_study_sets_its_margin_at_the_fraction_the_conclusion_assumes():
+    import re
+    for study in dict.fromkeys(c[0] for c in summary.CONCLUSIONS):
+        cells = json.loads((ROOT / "notebooks" / f"{study}.ipynb").read_text())["cells"]
+        lines = [line for c in cells if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()]
+        # each margin a paper's effect sets (LOGP_MATTERS is the prompts' spread, not a paper's effect)
+        sets = [line for line in lines if re.match(r"\s*(?!LOGP_)\w*MATTERS = ", line)]
+        assert sets, study
+        assert all(f"{summary.MARGIN_FRACTION} * " in line for line in sets), (study, sets)
