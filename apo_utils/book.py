@@ -38,7 +38,7 @@ from . import summary
 from .storage import repo_root
 
 CHAPTERS = ("00_margin_zoo", "01_imdb_preferences", "02_madpo_imdb", "02b_madpo_sensitivity", "03_gamma_po_noise",
-            "04_amapo_ranking", "05_mmpo_margins", "05b_mmpo_reward_models", "06_summary")
+            "04_amapo_ranking", "05_mmpo_margins", "05b_mmpo_reward_models", "05c_mmpo_beta_sweep", "06_summary")
 PROFILE = "cpu"  # the profile whose committed results the chapters show
 BUILD = Path("_build") / "book"  # under the repository root: src/ (staged), html/, .doctrees/, screenshots/
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -151,8 +151,9 @@ def stale_line(path: str, stale: dict[str, str]) -> str:
             "its numbers and figures may change when the notebook is run again.*" if path in stale else "")
 
 
-def results_cell(rec: dict, stale: dict[str, str]) -> str:
-    """The markdown a chapter shows for its committed `cpu` run: figures, headline numbers, paired comparisons."""
+def results_cell(rec: dict, stale: dict[str, str], shown: frozenset[str] = frozenset()) -> str:
+    """The markdown a chapter shows for its committed `cpu` run: figures, headline numbers, paired comparisons.
+    Figures in `shown` (those the chapter's own text embeds) are not repeated."""
     study = rec["study"]
     seeds = rec.get("seeds") or []
     parts = [RESULTS_HEADING,
@@ -162,13 +163,13 @@ def results_cell(rec: dict, stale: dict[str, str]) -> str:
              "made this one."]
     if line := stale_line(rec["_path"], stale):
         parts.append(line)
-    for fig in rec.get("figures", []):
+    for fig in (f for f in rec.get("figures", []) if f not in shown):
         alt = Path(fig).stem.replace("_", " ")
         parts.append(f"![{alt}](../{fig})")
     if study == "06_summary":
         verdicts = rec["metrics"].get("verdicts") or []
         if verdicts:
-            parts += ["**Each claim and its verdict** (the table behind the first figure):",
+            parts += ["**Each claim and its verdict** (the table behind the figure of every claim):",
                       verdicts_table(verdicts, set(), "../notebooks")]
     if table := headline_table(rec):
         parts += ["**Mean ± sd over seeds** (number of seeds):", table]
@@ -200,8 +201,12 @@ def found_page(root: Path) -> str:
              "interval is on one side of zero, **no difference** when it lies inside the zone too small to matter, "
              "**not resolved** otherwise. A reward claim is judged at [matched KL](glossary.md#matched-kl) where the "
              "run measured the [frontier](glossary.md#frontier); a comparison after the "
-             "[same number of steps](glossary.md#same-steps) cannot settle it.",
-             verdicts_table(verdicts, stale_studies, "../notebooks") if verdicts else "No committed verdict yet."]
+             "[same number of steps](glossary.md#same-steps) cannot settle it."]
+    conclusions = f"figures/06_summary/{PROFILE}/conclusions.png"
+    if (root / conclusions).exists():  # 06's answer, one method a row, before every claim
+        parts += [f"Each method's main claim against its paper's own baseline ({_chapter_link('06_summary', '../notebooks')} "
+                  "reads it):", f"![each method's main claim and the kit's verdict](../{conclusions})", "Every claim:"]
+    parts.append(verdicts_table(verdicts, stale_studies, "../notebooks") if verdicts else "No committed verdict yet.")
     if stale_studies:
         claimed = {v["study"] for v in verdicts}
         older = [s for s in CHAPTERS if s in stale_studies & claimed and not any(
@@ -286,10 +291,13 @@ def _results_position(cells: list[dict]) -> int:
 
 def stage_notebook(study: str, root: Path, records: dict[str, dict], stale: dict[str, str]) -> str:
     nb = json.loads((root / "notebooks" / f"{study}.ipynb").read_text())
+    shown = set()  # the committed figures the chapter's text embeds itself, as a reader on GitHub sees them
     for c in nb["cells"]:
         if c["cell_type"] == "markdown":
             c["source"] = _local_badge("".join(c["source"]), f"notebooks/{study}.ipynb")
-    text = results_cell(records[study], stale) if study in records else NO_RECORD.format(num=study.split("_")[0])
+            shown |= set(re.findall(r"\]\(\.\./(figures/[^)\s]+\.png)\)", c["source"]))
+    text = (results_cell(records[study], stale, frozenset(shown)) if study in records
+            else NO_RECORD.format(num=study.split("_")[0]))
     cell = {"cell_type": "markdown", "id": "committed-results", "metadata": {}, "source": text}
     nb["cells"].insert(_results_position(nb["cells"]), cell)
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
