@@ -160,10 +160,13 @@ def estimate(profile: str) -> dict[str, float]:
     nb05 = evaluate(p.n_eval_prompts) + forward_s(held5, tokens) + sum(
         policy(q5, job["method"], pairs_measured=held5, checkpoints=s5.checkpoints or 0)
         for job in s5.policy_jobs(seeds5))
+    # 05c: the starting policy (no held-out pairs), then DPO and MMPO at the other betas
+    nb05c = evaluate(p.n_eval_prompts) + sum(policy(q5, job["method"], checkpoints=s5.checkpoints or 0)
+                                             for job in s5.beta_jobs(seeds5))
     n_rm = len(s5.reward_model_jobs(seeds5)) + len(s5.sweep_jobs(seeds5, d.label_scale))
     nb05b = n_rm * (train_s(n(q5), d.rm_epochs, gen_tokens, reference=False) + forward_s(held5, gen_tokens))
     minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "02b_madpo_sensitivity": nb02b, "03_gamma_po_noise": nb03,
-               "04_amapo_ranking": nb04, "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b}
+               "04_amapo_ranking": nb04, "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b, "05c_mmpo_beta_sweep": nb05c}
     return {k: round(v / 60, 1) for k, v in minutes.items()}
 
 

@@ -223,9 +223,10 @@ class RankingSettings:
 
 @dataclass(frozen=True)
 class MmpoSettings:
-    """Notebooks 05 and 05b. 05: policies of DPO (on the labels as given, truth-corrected, or the reward model's)
-    and MMPO (true or estimated margins), each measured along training (a reward-KL frontier), every seed. 05b:
-    reward models on hard labels against MMPO's soft targets, and the gamma_bt sweep."""
+    """Notebooks 05, 05b and 05c. 05: policies of DPO (on the labels as given, truth-corrected, or the reward
+    model's) and MMPO (true or estimated margins), each measured along training (a reward-KL frontier), every seed.
+    05b: reward models on hard labels against MMPO's soft targets, and the gamma_bt sweep. 05c: DPO and MMPO at
+    other multiples of beta, every seed."""
 
     quality: str = "high"
     gamma_bt: float = 9.9  # the authors' 2.2 (UltraFeedback's 1-10 scores) x 4.5 (VADER's range is 2, not 9)
@@ -238,12 +239,22 @@ class MmpoSettings:
     budgets: int = 2  # matched-KL budgets each reward comparison is made at
     checkpoints: int | None = 5  # reward and KL along training (PolicySettings.checkpoints) for this study
     train_pairs: int | None = None  # pairs a policy and a reward model train on (None: PolicySettings.train_pairs)
+    beta_scales: tuple[float, ...] = (1 / 3, 1.0, 3.0)  # 05c: DPO and MMPO also at these multiples of beta
+
+    swept = ("dpo", "mmpo")  # 05c: the paper's comparison, each side's frontier over several betas
 
     def policy_changes(self) -> dict:
         """PolicySettings this study sets otherwise (the record stores the result)."""
         return {**({"checkpoints": self.checkpoints} if self.checkpoints else {}),
                 **({"seeds": tuple(range(self.seeds))} if self.seeds else {}),
                 **({"train_pairs": self.train_pairs} if self.train_pairs else {})}
+
+    def beta_jobs(self, seeds) -> list[dict]:
+        """Notebook 05c's runs: the swept methods at every other multiple of beta, on every seed of 05's (a verdict on
+        each side's best beta is then paired by seed). Each names its 'tier' (05's setting) and 'beta_scale'; its
+        setting names both, e.g. 'policy, β×3', so tables keep the betas apart."""
+        return [{"setting": f"policy, {beta_label(k)}", "tier": "policy", "beta_scale": k, "seed": s, "method": m}
+                for k in self.beta_scales if k != 1 for s in seeds for m in self.swept]
 
     def reward_model_jobs(self, seeds) -> list[dict]:
         jobs = [{"setting": "reward model", "seed": s, "method": m} for s in _first(seeds, self.rm_seeds)
@@ -265,7 +276,8 @@ class MmpoSettings:
 
 # Which Profile field holds each study notebook's own settings.
 STUDY_SECTIONS = {"02_madpo_imdb": "madpo", "02b_madpo_sensitivity": "madpo", "03_gamma_po_noise": "noise", "04_amapo_ranking": "ranking",
-                  "05_mmpo_margins": "mmpo", "05b_mmpo_reward_models": "mmpo"}
+                  "05_mmpo_margins": "mmpo", "05b_mmpo_reward_models": "mmpo",
+                  "05c_mmpo_beta_sweep": "mmpo"}
 
 
 @dataclass(frozen=True)
@@ -292,7 +304,8 @@ class Profile:
 
 _SETTINGS = {
     # smoke: every step of every notebook runs, 02's and 05's frontiers included (reward and KL at 3 points along
-    # training on 8 prompts; DPO and MADPO also at half beta; 05 on 2 seeds), on the tiny random model.
+    # training on 8 prompts; DPO and MADPO, and DPO and MMPO, also at half beta; 05 on 2 seeds), on the tiny random
+    # model.
     "smoke": Profile("smoke", "CI check: tiny random model, a few dozen prompts, minutes on 2 CPU cores",
                      bandit=BanditSettings(n_responses=200, n_pairs=1000, steps=150, batch_size=64, seeds=(0, 1, 2)),
                      data=DataSettings(rm_val_fraction=0.2, rm_eval_every=5),
@@ -300,7 +313,7 @@ _SETTINGS = {
                      madpo=MadpoSettings(beta_scales=(0.5, 1.0), checkpoints=3, sweep_seeds=2, extra_seeds=1),
                      noise=NoiseSettings(rates=(0.0, 0.2), checkpoints=3, seeds=2, extra_seeds=1),
                      ranking=RankingSettings(checkpoints=3),
-                     mmpo=MmpoSettings(checkpoints=3, seeds=2, extra_seeds=1, bt_scales=(1.35, 9.9))),
+                     mmpo=MmpoSettings(checkpoints=3, seeds=2, extra_seeds=1, bt_scales=(1.35, 9.9), beta_scales=(0.5, 1.0))),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
                                          seeds=(0, 1, 2, 3, 4)),
@@ -347,7 +360,8 @@ _SETTINGS = {
                    # and truth-corrected, MMPO on true and estimated margins, 5 seeds (20 runs of about 2.5 min). DPO
                    # on the reward model's labels is 02's. 05b: reward models on the same 500 pairs, hard labels and
                    # soft targets from true and estimated margins on 5 seeds (about 70 s each), and the gamma_bt
-                   # sweep (1.35 and the annotator's scale, each paired by seed with 9.9) on the same 5 seeds.
+                   # sweep (1.35 and the annotator's scale, each paired by seed with 9.9) on the same 5 seeds. 05c:
+                   # DPO and MMPO at beta/3 and 3 beta on the same 5 seeds (20 runs; beta itself is 05's).
                    mmpo=MmpoSettings(policies=("dpo", "dpo_truth_labels", "mmpo", "mmpo_estimated"), seeds=5,
                                      train_pairs=500, bt_scales=(1.35, 9.9))),
     # gpu: one free Colab T4 (or any one GPU), each notebook <= 60 min. No T4 was lent to this project, so the size
