@@ -37,8 +37,7 @@ from urllib.parse import unquote, urlsplit
 from . import summary
 from .storage import repo_root
 
-CHAPTERS = ("00_margin_zoo", "01_imdb_preferences", "02_madpo_imdb", "02b_madpo_sensitivity", "03_gamma_po_noise",
-            "04_amapo_ranking", "05_mmpo_margins", "05b_mmpo_reward_models", "06_summary")
+CHAPTERS = summary.NOTEBOOKS  # the notebooks in reading order, the summary last
 PROFILE = "cpu"  # the profile whose committed results the chapters show
 BUILD = Path("_build") / "book"  # under the repository root: src/ (staged), html/, .doctrees/, screenshots/
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"

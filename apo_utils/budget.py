@@ -138,6 +138,10 @@ def estimate(profile: str) -> dict[str, float]:
         policy(s3.quality, job["method"], pairs_measured=held3, checkpoints=s3.checkpoints or 0)
         for job in s3.jobs(s3.policy_changes().get("seeds", p.seeds)))
 
+    # 03b: the starting policy (no held-out pairs), then SimPO and gamma-SimPO at the other betas
+    nb03b = evaluate(p.n_eval_prompts) + sum(policy(s3.quality, job["method"], checkpoints=s3.checkpoints or 0)
+                                             for job in s3.beta_jobs(s3.policy_changes().get("seeds", p.seeds)))
+
     # 04: every job, measured every track_every steps on two probes, reward and KL at its checkpoints, then every
     # held-out pair
     s4 = prof.ranking
@@ -166,7 +170,7 @@ def estimate(profile: str) -> dict[str, float]:
     n_rm = len(s5.reward_model_jobs(seeds5)) + len(s5.sweep_jobs(seeds5, d.label_scale))
     nb05b = n_rm * (train_s(n(q5), d.rm_epochs, gen_tokens, reference=False) + forward_s(held5, gen_tokens))
     minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "02b_madpo_sensitivity": nb02b, "03_gamma_po_noise": nb03,
-               "04_amapo_ranking": nb04, "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b, "05c_mmpo_beta_sweep": nb05c}
+               "03b_gamma_po_beta_sweep": nb03b, "04_amapo_ranking": nb04, "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b, "05c_mmpo_beta_sweep": nb05c}
     return {k: round(v / 60, 1) for k, v in minutes.items()}
 
 

@@ -157,8 +157,9 @@ class MadpoSettings:
 
 @dataclass(frozen=True)
 class NoiseSettings:
-    """Notebook 03: SimPO against gamma-SimPO on labels with some flipped, every seed at the headline rate, each
-    policy measured along training (a reward-KL frontier); other rates and DPO / gamma-DPO with fewer seeds."""
+    """Notebooks 03 and 03b. 03: SimPO against gamma-SimPO on labels with some flipped, every seed at the headline
+    rate, each policy measured along training (a reward-KL frontier); other rates and DPO / gamma-DPO with fewer
+    seeds. 03b: SimPO and gamma-SimPO at other multiples of beta, at the headline rate, every seed."""
 
     quality: str = "low"  # the tier whose labels are flipped (its labels agree with the truth most)
     rates: tuple[float, ...] = (0.0, 0.2, 0.4)  # SimPO and gamma-SimPO
@@ -172,6 +173,9 @@ class NoiseSettings:
     budgets: int = 2  # matched-KL budgets each reward comparison is made at
     checkpoints: int | None = 5  # reward and KL along training (PolicySettings.checkpoints) for this study
     train_pairs: int | None = None  # pairs a policy trains on in this study (None: PolicySettings.train_pairs)
+    beta_scales: tuple[float, ...] = (1 / 3, 1.0, 3.0)  # 03b: SimPO and gamma-SimPO also at these multiples of beta
+
+    swept = ("simpo", "gamma_simpo")  # 03b: the headline comparison, each side's frontier over several betas
 
     def policy_changes(self) -> dict:
         """PolicySettings this study sets otherwise (the record stores the result)."""
@@ -182,6 +186,14 @@ class NoiseSettings:
     @staticmethod
     def setting(rate: float) -> str:
         return f"{rate:.0%} flipped"
+
+    def beta_jobs(self, seeds) -> list[dict]:
+        """Notebook 03b's runs: the swept methods at every other multiple of beta, at the headline rate, on every seed
+        (a verdict on each side's best beta is then paired by seed). Each names its 'tier' (03's setting) and
+        'beta_scale'; its setting names both, e.g. '20% flipped, β×3', so tables keep the betas apart."""
+        tier = self.setting(self.headline_rate)
+        return [{"setting": f"{tier}, {beta_label(k)}", "tier": tier, "rate": self.headline_rate, "beta_scale": k,
+                 "seed": s, "method": m} for k in self.beta_scales if k != 1 for s in seeds for m in self.swept]
 
     def jobs(self, seeds) -> list[dict]:
         """{'setting', 'rate', 'seed', 'method'} for every run of the notebook, in order."""
@@ -275,7 +287,8 @@ class MmpoSettings:
 
 
 # Which Profile field holds each study notebook's own settings.
-STUDY_SECTIONS = {"02_madpo_imdb": "madpo", "02b_madpo_sensitivity": "madpo", "03_gamma_po_noise": "noise", "04_amapo_ranking": "ranking",
+STUDY_SECTIONS = {"02_madpo_imdb": "madpo", "02b_madpo_sensitivity": "madpo", "03_gamma_po_noise": "noise",
+                  "03b_gamma_po_beta_sweep": "noise", "04_amapo_ranking": "ranking",
                   "05_mmpo_margins": "mmpo", "05b_mmpo_reward_models": "mmpo",
                   "05c_mmpo_beta_sweep": "mmpo"}
 
@@ -311,7 +324,7 @@ _SETTINGS = {
                      data=DataSettings(rm_val_fraction=0.2, rm_eval_every=5),
                      policy=PolicySettings(checkpoint_prompts=8),
                      madpo=MadpoSettings(beta_scales=(0.5, 1.0), checkpoints=3, sweep_seeds=2, extra_seeds=1),
-                     noise=NoiseSettings(rates=(0.0, 0.2), checkpoints=3, seeds=2, extra_seeds=1),
+                     noise=NoiseSettings(rates=(0.0, 0.2), checkpoints=3, seeds=2, extra_seeds=1, beta_scales=(0.5, 1.0)),
                      ranking=RankingSettings(checkpoints=3),
                      mmpo=MmpoSettings(checkpoints=3, seeds=2, extra_seeds=1, bt_scales=(1.35, 9.9), beta_scales=(0.5, 1.0))),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
@@ -347,7 +360,8 @@ _SETTINGS = {
                                        ipo_both_tiers=False, extra_seeds=1),
                    # 03: SimPO and gamma-SimPO (gamma0 / tau = 1) at 20 % flips and with no flips, 5 seeds each;
                    # 500 low-tier pairs a policy, each measured at 5 points (20 runs, 44 min measured). DPO and
-                   # gamma-DPO (at DPO's beta the margins shift its logit by at most 0.09) run on gpu only.
+                   # gamma-DPO (at DPO's beta the margins shift its logit by at most 0.09) run on gpu only. 03b:
+                   # SimPO and gamma-SimPO at beta/3 and 3 beta at 20 % flips on the same 5 seeds (20 runs).
                    noise=NoiseSettings(rates=(0.0, 0.2), seeds=5, train_pairs=500, dpo_rates=()),
                    # 04: DPO, SimPO and AMaPO on 5 seeds, 300 high-tier pairs for 2 epochs (76 steps: a pair is
                    # seen twice, so fitting its label can outrun learning the truth); ranking, reward and KL measured
