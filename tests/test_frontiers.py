@@ -289,8 +289,12 @@ def test_every_matched_kl_verdict_of_a_committed_record_follows_from_its_own_fro
         key = PER_PROMPT[c["metric"]]
         assert all(key in r for r in rows), f"{path}: frontier rows without {key!r}"
 
+        # a comparison at one beta of a sweep ('policy, β/3') reads its tier's rows ('policy') at that beta
+        tier = c["setting"].rsplit(", β", 1)[0]
+
         def on(method, beta):
-            return [r for r in rows if r["setting"] == c["setting"] and r["method"] == method and r["beta"] == beta]
+            return [dict(r, setting=c["setting"]) for r in rows if r["setting"] in (c["setting"], tier)
+                    and r["method"] == method and r["beta"] == beta]
 
         again = matched_kl_comparison(on(c["method"], c["beta"]) + on(c["baseline"], c["baseline_beta"]),
                                       c["setting"], c["method"], c["baseline"], c["kl"], c["matters"], c["metric"])
