@@ -169,8 +169,9 @@ def estimate(profile: str) -> dict[str, float]:
                                              for job in s5.beta_jobs(seeds5))
     n_rm = len(s5.reward_model_jobs(seeds5)) + len(s5.sweep_jobs(seeds5, d.label_scale))
     nb05b = n_rm * (train_s(n(q5), d.rm_epochs, gen_tokens, reference=False) + forward_s(held5, gen_tokens))
-    minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "02b_madpo_sensitivity": nb02b, "03_gamma_po_noise": nb03,
-               "03b_gamma_po_beta_sweep": nb03b, "04_amapo_ranking": nb04, "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b, "05c_mmpo_beta_sweep": nb05c}
+    minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "02b_madpo_sensitivity": nb02b,
+               "03_gamma_po_noise": nb03, "03b_gamma_po_beta_sweep": nb03b, "04_amapo_ranking": nb04,
+               "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b, "05c_mmpo_beta_sweep": nb05c}
     return {k: round(v / 60, 1) for k, v in minutes.items()}
 
 

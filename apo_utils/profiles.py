@@ -101,6 +101,14 @@ def beta_label(scale: float) -> str:
     return f"β×{scale:g}" if scale > 1 else f"β/{1 / scale:.3g}"
 
 
+def beta_sweep_jobs(tier: str, scales, seeds, methods, **fields) -> list[dict]:
+    """The runs of a beta sweep (02b, 03b, 05c): every method at each multiple of beta but 1 (beta itself is the main
+    notebook's runs), on every seed. Each names its 'tier' (the main notebook's setting) and 'beta_scale'; its
+    setting names both, e.g. 'high, β×3', so tables keep the betas apart."""
+    return [{"setting": f"{tier}, {beta_label(k)}", "tier": tier, **fields, "beta_scale": k, "seed": s, "method": m}
+            for k in scales if k != 1 for s in seeds for m in methods]
+
+
 def _first(seeds, n: int | None) -> tuple:
     """The seeds runs outside a headline comparison use: the first n (None: all)."""
     return tuple(seeds[:n])
@@ -141,11 +149,10 @@ class MadpoSettings:
         return [{"setting": q, "seed": s, "method": m} for q in self.tiers for s in seeds for m in self.headline]
 
     def companion_jobs(self, seeds) -> list[dict]:
-        """Notebook 02b's runs, in order. A run at another beta also names its 'tier' and 'beta_scale' (its setting
-        names both, e.g. 'high, β×3', so tables keep the beta apart)."""
+        """Notebook 02b's runs, in order: the beta sweep (`beta_sweep_jobs`), then the other tiers, IPO and the
+        variants."""
         extra, v = _first(seeds, self.extra_seeds), self.variant_quality
-        jobs = [{"setting": f"{v}, {beta_label(k)}", "tier": v, "beta_scale": k, "seed": s, "method": m}
-                for k in self.beta_scales if k != 1 for s in _first(seeds, self.sweep_seeds) for m in self.swept]
+        jobs = beta_sweep_jobs(v, self.beta_scales, _first(seeds, self.sweep_seeds), self.swept)
         jobs += [{"setting": q, "seed": s, "method": m} for q in TIERS if q not in self.tiers and self.other_tiers
                  for s in extra for m in self.headline]
         jobs += [{"setting": q, "seed": s, "method": "ipo"}
@@ -188,12 +195,10 @@ class NoiseSettings:
         return f"{rate:.0%} flipped"
 
     def beta_jobs(self, seeds) -> list[dict]:
-        """Notebook 03b's runs: the swept methods at every other multiple of beta, at the headline rate, on every seed
-        (a verdict on each side's best beta is then paired by seed). Each names its 'tier' (03's setting) and
-        'beta_scale'; its setting names both, e.g. '20% flipped, β×3', so tables keep the betas apart."""
-        tier = self.setting(self.headline_rate)
-        return [{"setting": f"{tier}, {beta_label(k)}", "tier": tier, "rate": self.headline_rate, "beta_scale": k,
-                 "seed": s, "method": m} for k in self.beta_scales if k != 1 for s in seeds for m in self.swept]
+        """Notebook 03b's runs: the beta sweep of the swept methods at the headline rate, every seed (a verdict on
+        each side's best beta is then paired by seed)."""
+        return beta_sweep_jobs(self.setting(self.headline_rate), self.beta_scales, seeds, self.swept,
+                               rate=self.headline_rate)
 
     def jobs(self, seeds) -> list[dict]:
         """{'setting', 'rate', 'seed', 'method'} for every run of the notebook, in order."""
@@ -262,11 +267,9 @@ class MmpoSettings:
                 **({"train_pairs": self.train_pairs} if self.train_pairs else {})}
 
     def beta_jobs(self, seeds) -> list[dict]:
-        """Notebook 05c's runs: the swept methods at every other multiple of beta, on every seed of 05's (a verdict on
-        each side's best beta is then paired by seed). Each names its 'tier' (05's setting) and 'beta_scale'; its
-        setting names both, e.g. 'policy, β×3', so tables keep the betas apart."""
-        return [{"setting": f"policy, {beta_label(k)}", "tier": "policy", "beta_scale": k, "seed": s, "method": m}
-                for k in self.beta_scales if k != 1 for s in seeds for m in self.swept]
+        """Notebook 05c's runs: the beta sweep of the swept methods on every seed of 05's (a verdict on each side's
+        best beta is then paired by seed)."""
+        return beta_sweep_jobs("policy", self.beta_scales, seeds, self.swept)
 
     def reward_model_jobs(self, seeds) -> list[dict]:
         jobs = [{"setting": "reward model", "seed": s, "method": m} for s in _first(seeds, self.rm_seeds)
