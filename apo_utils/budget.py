@@ -156,6 +156,11 @@ def estimate(profile: str) -> dict[str, float]:
         + ((measurements - 1) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts)) if s4.checkpoints else 0)
         + forward_s(held4, tokens) + measurements * forward_s(probes, tokens)
         for job in s4.jobs(changes4.get("seeds", p.seeds)))
+    # 04b: the starting policy (no held-out pairs), then DPO and AMaPO at the other betas, on 04's pairs and epochs
+    nb04b = evaluate(p.n_eval_prompts) + sum(
+        train_s(n4, s4.epochs, tokens, capabilities(loss_of(job["method"])).reference) + evaluate(p.n_eval_prompts)
+        + max((s4.checkpoints or 0) - 1, 0) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts))
+        for job in s4.beta_jobs(changes4.get("seeds", p.seeds)))
 
     # 05: the starting policy, then its policies; 05b: reward models (its grid and the gamma_bt sweep)
     s5 = prof.mmpo
@@ -171,7 +176,8 @@ def estimate(profile: str) -> dict[str, float]:
     nb05b = n_rm * (train_s(n(q5), d.rm_epochs, gen_tokens, reference=False) + forward_s(held5, gen_tokens))
     minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "02b_madpo_sensitivity": nb02b,
                "03_gamma_po_noise": nb03, "03b_gamma_po_beta_sweep": nb03b, "04_amapo_ranking": nb04,
-               "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b, "05c_mmpo_beta_sweep": nb05c}
+               "04b_amapo_beta_sweep": nb04b, "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b,
+               "05c_mmpo_beta_sweep": nb05c}
     return {k: round(v / 60, 1) for k, v in minutes.items()}
 
 

@@ -102,7 +102,7 @@ def beta_label(scale: float) -> str:
 
 
 def beta_sweep_jobs(tier: str, scales, seeds, methods, **fields) -> list[dict]:
-    """The runs of a beta sweep (02b, 03b, 05c): every method at each multiple of beta but 1 (beta itself is the main
+    """The runs of a beta sweep (02b, 03b, 04b, 05c): every method at each multiple of beta but 1 (beta itself is the main
     notebook's runs), on every seed. Each names its 'tier' (the main notebook's setting) and 'beta_scale'; its
     setting names both, e.g. 'high, β×3', so tables keep the betas apart."""
     return [{"setting": f"{tier}, {beta_label(k)}", "tier": tier, **fields, "beta_scale": k, "seed": s, "method": m}
@@ -213,8 +213,9 @@ class NoiseSettings:
 
 @dataclass(frozen=True)
 class RankingSettings:
-    """Notebook 04: ranking accuracy along training, against the labels and against the truth, where each loss
-    spends its gradient, and each policy's reward and KL along training (a reward-KL frontier)."""
+    """Notebooks 04 and 04b. 04: ranking accuracy along training, against the labels and against the truth, where
+    each loss spends its gradient, and each policy's reward and KL along training (a reward-KL frontier). 04b: DPO
+    and AMaPO at other multiples of beta, every seed, reward and KL along training only."""
 
     quality: str = "high"  # subtle margins, many misranked pairs, a fifth of the labels wrong
     epochs: float = 2.0  # passes over the data, so that over-fitting has time to show (replaces PolicySettings')
@@ -227,6 +228,9 @@ class RankingSettings:
     budgets: int = 2  # matched-KL budgets each reward comparison is made at
     checkpoints: int | None = 5  # measure reward and KL along training: at every tracked step, at least this many
     train_pairs: int | None = None  # pairs a policy trains on (None: PolicySettings.train_pairs)
+    beta_scales: tuple[float, ...] = (1 / 3, 1.0, 3.0)  # 04b: DPO and AMaPO also at these multiples of beta
+
+    swept = ("dpo", "amapo")  # 04b: the method under test and DPO, each side's frontier over several betas
 
     def policy_changes(self) -> dict:
         """PolicySettings this study sets otherwise (the record stores the result)."""
@@ -236,6 +240,11 @@ class RankingSettings:
 
     def jobs(self, seeds) -> list[dict]:
         return [{"setting": self.quality, "seed": s, "method": m} for s in seeds for m in self.methods]
+
+    def beta_jobs(self, seeds) -> list[dict]:
+        """Notebook 04b's runs: the swept methods at every other multiple of beta, on every seed of 04's (a verdict on
+        each side's best beta is then paired by seed)."""
+        return beta_sweep_jobs(self.quality, self.beta_scales, seeds, self.swept)
 
 
 @dataclass(frozen=True)
@@ -291,7 +300,7 @@ class MmpoSettings:
 
 # Which Profile field holds each study notebook's own settings.
 STUDY_SECTIONS = {"02_madpo_imdb": "madpo", "02b_madpo_sensitivity": "madpo", "03_gamma_po_noise": "noise",
-                  "03b_gamma_po_beta_sweep": "noise", "04_amapo_ranking": "ranking",
+                  "03b_gamma_po_beta_sweep": "noise", "04_amapo_ranking": "ranking", "04b_amapo_beta_sweep": "ranking",
                   "05_mmpo_margins": "mmpo", "05b_mmpo_reward_models": "mmpo",
                   "05c_mmpo_beta_sweep": "mmpo"}
 
@@ -328,7 +337,7 @@ _SETTINGS = {
                      policy=PolicySettings(checkpoint_prompts=8),
                      madpo=MadpoSettings(beta_scales=(0.5, 1.0), checkpoints=3, sweep_seeds=2, extra_seeds=1),
                      noise=NoiseSettings(rates=(0.0, 0.2), checkpoints=3, seeds=2, extra_seeds=1, beta_scales=(0.5, 1.0)),
-                     ranking=RankingSettings(checkpoints=3),
+                     ranking=RankingSettings(checkpoints=3, beta_scales=(0.5, 1.0)),
                      mmpo=MmpoSettings(checkpoints=3, seeds=2, extra_seeds=1, bt_scales=(1.35, 9.9), beta_scales=(0.5, 1.0))),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
@@ -370,6 +379,7 @@ _SETTINGS = {
                    # seen twice, so fitting its label can outrun learning the truth); ranking, reward and KL measured
                    # together every 19 steps (5 points, the start and the end included). 400 pairs, 200 tracked and
                    # 700 final held-out pairs took about 300 s a policy (measured), 80 min in all: over the hour.
+                   # 04b: DPO and AMaPO at beta/3 and 3 beta on the same 5 seeds, reward and KL only (20 runs).
                    ranking=RankingSettings(epochs=2.0, track_every=19, track_train_pairs=64, track_test_pairs=100,
                                            methods=("dpo", "simpo", "amapo"), seeds=5, train_pairs=300,
                                            test_pairs=500),

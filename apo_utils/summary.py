@@ -32,11 +32,12 @@ STUDY_TITLES = {"00_margin_zoo": "00 · the losses on a bandit", "01_imdb_prefer
                 "02_madpo_imdb": "02 · MADPO on sentiment", "02b_madpo_sensitivity": "02b · MADPO's sensitivity",
                 "03_gamma_po_noise": "03 · γ-PO under label noise",
                 "03b_gamma_po_beta_sweep": "03b · γ-PO over β", "04_amapo_ranking": "04 · AMaPO's ranking",
+                "04b_amapo_beta_sweep": "04b · AMaPO over β",
                 "05_mmpo_margins": "05 · MMPO's soft targets", "05b_mmpo_reward_models": "05b · MMPO's reward models",
                 "05c_mmpo_beta_sweep": "05c · MMPO over β"}
 
 STUDIES = ("00_margin_zoo", "01_imdb_preferences", "02_madpo_imdb", "02b_madpo_sensitivity", "03_gamma_po_noise",
-           "03b_gamma_po_beta_sweep", "04_amapo_ranking", "05_mmpo_margins", "05b_mmpo_reward_models", "05c_mmpo_beta_sweep")
+           "03b_gamma_po_beta_sweep", "04_amapo_ranking", "04b_amapo_beta_sweep", "05_mmpo_margins", "05b_mmpo_reward_models", "05c_mmpo_beta_sweep")
 
 
 def depends_on(study: str, root: Path | None = None) -> list[str]:
@@ -159,7 +160,7 @@ def _mmpo(rec) -> list[dict]:
 
 
 def _beta_sweep(rec) -> list[dict]:
-    """03b, 05c: a setting is the main notebook's ('policy') and a multiple of beta ('policy, β/3')."""
+    """03b, 04b, 05c: a setting is the main notebook's ('policy') and a multiple of beta ('policy, β/3')."""
     return [_row(rec["study"], key.rsplit("/", 1)[0], key.rsplit("/", 1)[1], "true reward of samples", v["reward"], rec)
             for key, v in sorted(rec["metrics"]["table"].items())]
 
@@ -171,7 +172,7 @@ def _mmpo_reward_models(rec, study: str = "05b_mmpo_reward_models") -> list[dict
 
 EXTRACT = {"00_margin_zoo": _zoo, "01_imdb_preferences": _data, "02_madpo_imdb": _madpo, "02b_madpo_sensitivity": _madpo,
            "03_gamma_po_noise": _noise, "03b_gamma_po_beta_sweep": _beta_sweep,
-           "04_amapo_ranking": _ranking, "05_mmpo_margins": _mmpo,
+           "04_amapo_ranking": _ranking, "04b_amapo_beta_sweep": _beta_sweep, "05_mmpo_margins": _mmpo,
            "05b_mmpo_reward_models": _mmpo_reward_models, "05c_mmpo_beta_sweep": _beta_sweep}
 
 
@@ -335,7 +336,7 @@ def _comparisons_of(rec: dict) -> list[dict]:
 
 
 # Each paper's claim the kit tests, and the comparison that tests it: (study, method, baseline, metric, claim), and
-# the setting where a study compares the same pair in several (03b, 05c: each side on its best beta, and each beta
+# the setting where a study compares the same pair in several (03b, 04b, 05c: each side on its best beta, and each beta
 # alone).
 # The claims are the papers' (arXiv id and table); the verdicts come from the committed records (`verdicts`).
 HEADLINES = (
@@ -363,6 +364,7 @@ HEADLINES = (
     ("04_amapo_ranking", "amapo", "simpo", "test_truth_accuracy", "... scored against the truth, not the labels"),
     ("04_amapo_ranking", "amapo", "dpo", "reward",
      "AMaPO's policy earns more true reward than DPO's (arXiv 2511.09385, its downstream benchmarks)"),
+    ("04b_amapo_beta_sweep", "amapo", "dpo", "reward", "... with each method on its best of three β", "high"),
     ("04_amapo_ranking", "amapo", "simpo", "reward", "... than SimPO's"),
     ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_truth_accuracy",
      "MMPO's reward model ranks held-out pairs better than one trained on hard labels (arXiv 2410.03145, RewardBench)"),
