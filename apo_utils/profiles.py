@@ -379,7 +379,7 @@ _SETTINGS = {
                    # seen twice, so fitting its label can outrun learning the truth); ranking, reward and KL measured
                    # together every 19 steps (5 points, the start and the end included). 400 pairs, 200 tracked and
                    # 700 final held-out pairs took about 300 s a policy (measured), 80 min in all: over the hour.
-                   # 04b: DPO and AMaPO at beta/3 and 3 beta on the same 5 seeds, reward and KL only (20 runs).
+                   # 04b: DPO and AMaPO at beta/3 and 3 beta on the same 5 seeds, reward and KL only (20 runs, 35 min measured).
                    ranking=RankingSettings(epochs=2.0, track_every=19, track_train_pairs=64, track_test_pairs=100,
                                            methods=("dpo", "simpo", "amapo"), seeds=5, train_pairs=300,
                                            test_pairs=500),
