@@ -156,10 +156,11 @@ def estimate(profile: str) -> dict[str, float]:
         + ((measurements - 1) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts)) if s4.checkpoints else 0)
         + forward_s(held4, tokens) + measurements * forward_s(probes, tokens)
         for job in s4.jobs(changes4.get("seeds", p.seeds)))
-    # 04b: the starting policy (no held-out pairs), then DPO and AMaPO at the other betas, on 04's pairs and epochs
+    # 04b: the starting policy (no held-out pairs), then DPO and AMaPO at the other betas, on 04's pairs and epochs,
+    # reward and KL at 04's tracked steps
     nb04b = evaluate(p.n_eval_prompts) + sum(
         train_s(n4, s4.epochs, tokens, capabilities(loss_of(job["method"])).reference) + evaluate(p.n_eval_prompts)
-        + max((s4.checkpoints or 0) - 1, 0) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts))
+        + ((measurements - 1) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts)) if s4.checkpoints else 0)
         for job in s4.beta_jobs(changes4.get("seeds", p.seeds)))
 
     # 05: the starting policy, then its policies; 05b: reward models (its grid and the gamma_bt sweep)
