@@ -150,18 +150,18 @@ def estimate(profile: str) -> dict[str, float]:
     measurements = math.ceil(s4.epochs * n4 / p.batch_size / s4.track_every) + 1
     probes = min(s4.track_train_pairs, n4) + min(s4.track_test_pairs, test[q4])
     held4 = min(s4.test_pairs, test[q4])
+    def policy4(method: str) -> float:
+        # training, the full evaluation, and with checkpoints reward and KL sampled at every tracked step
+        # (policy_runs: the two share track_every; 04b measures at 04's steps too)
+        return (train_s(n4, s4.epochs, tokens, capabilities(loss_of(method)).reference) + evaluate(p.n_eval_prompts)
+                + ((measurements - 1) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts)) if s4.checkpoints else 0))
+
     nb04 = evaluate(p.n_eval_prompts) + forward_s(held4 + probes, tokens) + sum(
-        train_s(n4, s4.epochs, tokens, capabilities(loss_of(job["method"])).reference) + evaluate(p.n_eval_prompts)
-        # with checkpoints, reward and KL are sampled at every tracked step (policy_runs: the two share track_every)
-        + ((measurements - 1) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts)) if s4.checkpoints else 0)
-        + forward_s(held4, tokens) + measurements * forward_s(probes, tokens)
+        policy4(job["method"]) + forward_s(held4, tokens) + measurements * forward_s(probes, tokens)
         for job in s4.jobs(changes4.get("seeds", p.seeds)))
-    # 04b: the starting policy (no held-out pairs), then DPO and AMaPO at the other betas, on 04's pairs and epochs,
-    # reward and KL at 04's tracked steps
-    nb04b = evaluate(p.n_eval_prompts) + sum(
-        train_s(n4, s4.epochs, tokens, capabilities(loss_of(job["method"])).reference) + evaluate(p.n_eval_prompts)
-        + ((measurements - 1) * evaluate(min(p.checkpoint_prompts, p.n_eval_prompts)) if s4.checkpoints else 0)
-        for job in s4.beta_jobs(changes4.get("seeds", p.seeds)))
+    # 04b: the starting policy (no held-out pairs), then DPO and AMaPO at the other betas, on 04's pairs and epochs
+    nb04b = evaluate(p.n_eval_prompts) + sum(policy4(job["method"])
+                                             for job in s4.beta_jobs(changes4.get("seeds", p.seeds)))
 
     # 05: the starting policy, then its policies; 05b: reward models (its grid and the gamma_bt sweep)
     s5 = prof.mmpo

@@ -102,8 +102,8 @@ def beta_label(scale: float) -> str:
 
 
 def beta_sweep_jobs(tier: str, scales, seeds, methods, **fields) -> list[dict]:
-    """The runs of a beta sweep (02b, 03b, 04b, 05c): every method at each multiple of beta but 1 (beta itself is the main
-    notebook's runs), on every seed. Each names its 'tier' (the main notebook's setting) and 'beta_scale'; its
+    """The runs of a beta sweep (02b, 03b, 04b, 05c): every method at each multiple of beta but 1 (beta itself is the
+    main notebook's runs), on every seed. Each names its 'tier' (the main notebook's setting) and 'beta_scale'; its
     setting names both, e.g. 'high, β×3', so tables keep the betas apart."""
     return [{"setting": f"{tier}, {beta_label(k)}", "tier": tier, **fields, "beta_scale": k, "seed": s, "method": m}
             for k in scales if k != 1 for s in seeds for m in methods]
@@ -217,7 +217,7 @@ class RankingSettings:
     each loss spends its gradient, and each policy's reward and KL along training (a reward-KL frontier). 04b: DPO
     and AMaPO at other multiples of beta, every seed, reward and KL along training only."""
 
-    quality: str = "high"  # subtle margins, many misranked pairs, a fifth of the labels wrong
+    quality: str = "high"  # subtle margins, many misranked pairs, about a quarter of the labels wrong (04 measures it)
     epochs: float = 2.0  # passes over the data, so that over-fitting has time to show (replaces PolicySettings')
     methods: tuple[str, ...] = ("dpo", "ipo", "simpo", "amapo")
     track_every: int = 4  # optimizer steps between measurements during training (reward and KL too, at `checkpoints`)
@@ -300,7 +300,8 @@ class MmpoSettings:
 
 # Which Profile field holds each study notebook's own settings.
 STUDY_SECTIONS = {"02_madpo_imdb": "madpo", "02b_madpo_sensitivity": "madpo", "03_gamma_po_noise": "noise",
-                  "03b_gamma_po_beta_sweep": "noise", "04_amapo_ranking": "ranking", "04b_amapo_beta_sweep": "ranking",
+                  "03b_gamma_po_beta_sweep": "noise", "04_amapo_ranking": "ranking",
+                  "04b_amapo_beta_sweep": "ranking",
                   "05_mmpo_margins": "mmpo", "05b_mmpo_reward_models": "mmpo",
                   "05c_mmpo_beta_sweep": "mmpo"}
 
@@ -379,7 +380,8 @@ _SETTINGS = {
                    # seen twice, so fitting its label can outrun learning the truth); ranking, reward and KL measured
                    # together every 19 steps (5 points, the start and the end included). 400 pairs, 200 tracked and
                    # 700 final held-out pairs took about 300 s a policy (measured), 80 min in all: over the hour.
-                   # 04b: DPO and AMaPO at beta/3 and 3 beta on the same 5 seeds, reward and KL only (20 runs, 35 min measured).
+                   # 04b: DPO and AMaPO at beta/3 and 3 beta on the same 5 seeds, reward and KL only (20 runs, 35 min
+                   # measured).
                    ranking=RankingSettings(epochs=2.0, track_every=19, track_train_pairs=64, track_test_pairs=100,
                                            methods=("dpo", "simpo", "amapo"), seeds=5, train_pairs=300,
                                            test_pairs=500),
