@@ -248,6 +248,35 @@ class RankingSettings:
 
 
 @dataclass(frozen=True)
+class LongTrainingSettings:
+    """Notebook 04c: DPO, SimPO and AMaPO trained for many passes over a few pairs whose labels are mostly right,
+    ranking measured along training against the labels and against the truth, on training and held-out pairs: where
+    the over-fitting AMaPO claims to cure can show (notebook 04's pairs are too hard for held-out ranking to be
+    learnt, so there is none to lose)."""
+
+    quality: str = "low"  # large margins: held-out ranking can be learnt, so it can also be unlearnt
+    epochs: float = 6.0  # every pair seen six times: long enough to fit every label, the wrong ones included
+    methods: tuple[str, ...] = ("dpo", "simpo", "amapo")
+    track_every: int = 4  # optimizer steps between measurements of the two probes
+    track_train_pairs: int = 48  # training pairs measured during training
+    track_test_pairs: int = 48  # held-out pairs measured during training (all of them at the end)
+    test_pairs: int = 700  # held-out pairs of the tier ranked at the end (a fixed sample)
+    seeds: int | None = None  # train seeds 0..n-1 (None: PolicySettings.seeds)
+    train_pairs: int | None = None  # pairs a policy trains on (None: PolicySettings.train_pairs)
+    eval_prompts: int | None = None  # held-out prompts for the final reward and KL, a side measure here (None: all)
+
+    def policy_changes(self) -> dict:
+        """PolicySettings this study sets otherwise (the record stores the result): no reward along training."""
+        return {"epochs": self.epochs, "checkpoints": None,
+                **({"seeds": tuple(range(self.seeds))} if self.seeds else {}),
+                **({"train_pairs": self.train_pairs} if self.train_pairs else {}),
+                **({"n_eval_prompts": self.eval_prompts} if self.eval_prompts else {})}
+
+    def jobs(self, seeds) -> list[dict]:
+        return [{"setting": self.quality, "seed": s, "method": m} for s in seeds for m in self.methods]
+
+
+@dataclass(frozen=True)
 class MmpoSettings:
     """Notebooks 05, 05b and 05c. 05: policies of DPO (on the labels as given, truth-corrected, or the reward
     model's) and MMPO (true or estimated margins), each measured along training (a reward-KL frontier), every seed.
@@ -301,7 +330,7 @@ class MmpoSettings:
 # Which Profile field holds each study notebook's own settings.
 STUDY_SECTIONS = {"02_madpo_imdb": "madpo", "02b_madpo_sensitivity": "madpo", "03_gamma_po_noise": "noise",
                   "03b_gamma_po_beta_sweep": "noise", "04_amapo_ranking": "ranking",
-                  "04b_amapo_beta_sweep": "ranking",
+                  "04b_amapo_beta_sweep": "ranking", "04c_amapo_long_training": "long_training",
                   "05_mmpo_margins": "mmpo", "05b_mmpo_reward_models": "mmpo",
                   "05c_mmpo_beta_sweep": "mmpo"}
 
@@ -316,6 +345,7 @@ class Profile:
     madpo: MadpoSettings = field(default_factory=MadpoSettings)
     noise: NoiseSettings = field(default_factory=NoiseSettings)
     ranking: RankingSettings = field(default_factory=RankingSettings)
+    long_training: LongTrainingSettings = field(default_factory=LongTrainingSettings)
     mmpo: MmpoSettings = field(default_factory=MmpoSettings)
 
     def as_dict(self) -> dict:
@@ -339,6 +369,7 @@ _SETTINGS = {
                      madpo=MadpoSettings(beta_scales=(0.5, 1.0), checkpoints=3, sweep_seeds=2, extra_seeds=1),
                      noise=NoiseSettings(rates=(0.0, 0.2), checkpoints=3, seeds=2, extra_seeds=1, beta_scales=(0.5, 1.0)),
                      ranking=RankingSettings(checkpoints=3, beta_scales=(0.5, 1.0)),
+                     long_training=LongTrainingSettings(epochs=3.0),
                      mmpo=MmpoSettings(checkpoints=3, seeds=2, extra_seeds=1, bt_scales=(1.35, 9.9), beta_scales=(0.5, 1.0))),
     "cpu": Profile("cpu", "laptop: pretrained Gemma-3-270M offline, a few hundred pairs, <= 60 min a study",
                    bandit=BanditSettings(n_responses=300, n_pairs=3000, steps=600, batch_size=64,
@@ -385,6 +416,12 @@ _SETTINGS = {
                    ranking=RankingSettings(epochs=2.0, track_every=19, track_train_pairs=64, track_test_pairs=100,
                                            methods=("dpo", "simpo", "amapo"), seeds=5, train_pairs=300,
                                            test_pairs=500),
+                   # 04c: DPO, SimPO and AMaPO on 5 seeds, 200 low-tier pairs for 6 epochs (150 steps), both probes
+                   # measured every epoch; reward and KL at the end only, on 64 prompts. A one-seed trial of 300
+                   # pairs for 6 epochs took 250-315 s a policy: over the hour for 15.
+                   long_training=LongTrainingSettings(epochs=6.0, track_every=25, track_train_pairs=128,
+                                                      track_test_pairs=200, seeds=5, train_pairs=200, test_pairs=500,
+                                                      eval_prompts=64),
                    # 05: 500 pairs a policy (as 02), measured at 5 points along training: DPO on the labels as given
                    # and truth-corrected, MMPO on true and estimated margins, 5 seeds (20 runs of about 2.5 min). DPO
                    # on the reward model's labels is 02's. 05b: reward models on the same 500 pairs, hard labels and
@@ -414,7 +451,8 @@ _SETTINGS = {
                                          max_length=128, trim_vocab=None, n_eval_prompts=256, eval_samples=2,
                                          eval_max_new_tokens=48, eval_batch_size=256),
                    madpo=MadpoSettings(ablation=False),
-                   noise=NoiseSettings(rates=(0.0, 0.2, 0.4))),
+                   noise=NoiseSettings(rates=(0.0, 0.2, 0.4)),
+                   long_training=LongTrainingSettings(track_every=24)),
     # paper: the MADPO authors' scale, for a user with hours (apo_utils/budget.py: 3-9 h a notebook on a T4, less on a
     # GPU with native bf16). IMDB (train split) openings of 20 tokens, 10,000 training and 2,000 held-out pairs a
     # tier, responses up to 176 new tokens (196 with the prompt), 2 epochs at lr 1e-5, one seed, 2,000 evaluation
@@ -438,7 +476,8 @@ _SETTINGS = {
                                            eval_max_new_tokens=176, eval_batch_size=256),
                      madpo=MadpoSettings(ablation=False),
                      noise=NoiseSettings(rates=(0.0, 0.2, 0.4)),
-                     ranking=RankingSettings(track_every=40)),
+                     ranking=RankingSettings(track_every=40),
+                     long_training=LongTrainingSettings(track_every=40)),
 }
 
 
