@@ -162,6 +162,19 @@ def estimate(profile: str) -> dict[str, float]:
     # 04b: the starting policy (no held-out pairs), then DPO and AMaPO at the other betas, on 04's pairs and epochs
     nb04b = evaluate(p.n_eval_prompts) + sum(policy4(job["method"])
                                              for job in s4.beta_jobs(changes4.get("seeds", p.seeds)))
+    # 04c: the starting policy and its pair sets, then every job trained long on its own tier, both probes measured
+    # every track_every steps, the held-out pairs ranked and reward and KL measured at the end only (on its prompts)
+    s4c = prof.long_training
+    q4c, changes4c = s4c.quality, s4c.policy_changes()
+    n4c = min(changes4c.get("train_pairs", n(q4c)) or train[q4c], train[q4c])
+    eval4c = changes4c.get("n_eval_prompts", p.n_eval_prompts)
+    probes4c = min(s4c.track_train_pairs, n4c) + min(s4c.track_test_pairs, test[q4c])
+    held4c = min(s4c.test_pairs, test[q4c])
+    measured4c = math.ceil(s4c.epochs * n4c / p.batch_size / s4c.track_every) + 1
+    nb04c = evaluate(eval4c) + forward_s(held4c + probes4c, tokens) + sum(
+        train_s(n4c, s4c.epochs, tokens, capabilities(loss_of(job["method"])).reference) + evaluate(eval4c)
+        + forward_s(held4c, tokens) + measured4c * forward_s(probes4c, tokens)
+        for job in s4c.jobs(changes4c.get("seeds", p.seeds)))
 
     # 05: the starting policy, then its policies; 05b: reward models (its grid and the gamma_bt sweep)
     s5 = prof.mmpo
@@ -177,7 +190,7 @@ def estimate(profile: str) -> dict[str, float]:
     nb05b = n_rm * (train_s(n(q5), d.rm_epochs, gen_tokens, reference=False) + forward_s(held5, gen_tokens))
     minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "02b_madpo_sensitivity": nb02b,
                "03_gamma_po_noise": nb03, "03b_gamma_po_beta_sweep": nb03b, "04_amapo_ranking": nb04,
-               "04b_amapo_beta_sweep": nb04b, "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b,
+               "04b_amapo_beta_sweep": nb04b, "04c_amapo_long_training": nb04c, "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b,
                "05c_mmpo_beta_sweep": nb05c}
     return {k: round(v / 60, 1) for k, v in minutes.items()}
 

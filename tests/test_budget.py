@@ -18,8 +18,8 @@ def test_the_cost_model_is_the_authors_t4_timing():
 def test_every_notebook_of_the_gpu_profile_fits_an_hour_on_a_t4():
     minutes = budget.estimate("gpu")
     assert set(minutes) == {"01_imdb_preferences", "02_madpo_imdb", "02b_madpo_sensitivity", "03_gamma_po_noise",
-                            "03b_gamma_po_beta_sweep", "04_amapo_ranking", "04b_amapo_beta_sweep", "05_mmpo_margins",
-                            "05b_mmpo_reward_models", "05c_mmpo_beta_sweep"}
+                            "03b_gamma_po_beta_sweep", "04_amapo_ranking", "04b_amapo_beta_sweep", "04c_amapo_long_training",
+                            "05_mmpo_margins", "05b_mmpo_reward_models", "05c_mmpo_beta_sweep"}
     over = {k: v for k, v in minutes.items() if not 0 < v <= budget.LIMIT_MIN}
     assert not over, f"over {budget.LIMIT_MIN:g} min on a T4: {over}"
 
@@ -53,6 +53,7 @@ def test_each_notebook_trains_the_grid_the_budget_counts():
     calls = {"02_madpo_imdb": ["settings.jobs(study.seeds)"],
              "02b_madpo_sensitivity": ["settings.companion_jobs(study.seeds)"], "03_gamma_po_noise": ["settings.jobs(study.seeds)"],
              "04_amapo_ranking": ["settings.jobs(study.seeds)"],
+             "04c_amapo_long_training": ["settings.jobs(study.seeds)"],
              "05_mmpo_margins": ["settings.policy_jobs(study.seeds)"],
              "05b_mmpo_reward_models": ["settings.reward_model_jobs(study.seeds)", "settings.sweep_jobs(study.seeds"],
              "03b_gamma_po_beta_sweep": ["settings.beta_jobs(study.seeds)"],
@@ -85,6 +86,8 @@ def test_the_grids_count_what_the_cpu_records_ran():
              "03b_gamma_po_beta_sweep": lambda p: len(p.noise.beta_jobs(p.noise.policy_changes().get("seeds",
                                                                                                   p.policy.seeds))),
              "04_amapo_ranking": lambda p: len(p.ranking.jobs(p.ranking.policy_changes().get("seeds", p.policy.seeds))),
+             "04c_amapo_long_training": lambda p: len(p.long_training.jobs(p.long_training.policy_changes().get(
+                 "seeds", p.policy.seeds))),
              "04b_amapo_beta_sweep": lambda p: len(p.ranking.beta_jobs(p.ranking.policy_changes().get("seeds",
                                                                                                  p.policy.seeds))),
              "05_mmpo_margins": lambda p: len(p.mmpo.policy_jobs(mmpo_seeds(p))),
@@ -96,11 +99,12 @@ def test_the_grids_count_what_the_cpu_records_ran():
     # 02: DPO, DPO on the reward model's labels, beta-DPO and MADPO, 5 seeds, on the high tier; 02b: DPO and MADPO at
     # beta/3 and 3 beta on 5 seeds, IPO and the 3 variants on 1; 03: SimPO and gamma-SimPO at 20 % flips and with
     # none, 5 seeds each; 03b: SimPO and gamma-SimPO at beta/3 and 3 beta at 20 % flips on 5; 04: DPO, SimPO and
-    # AMaPO on 5; 04b: DPO and AMaPO at beta/3 and 3 beta on 5; 05: 4 policy methods on 5 seeds; 05b: reward
+    # AMaPO on 5; 04b: DPO and AMaPO at beta/3 and 3 beta on 5; 04c: DPO, SimPO and AMaPO on 5; 05: 4 policy methods on 5 seeds; 05b: reward
     # models on hard labels, true and estimated margins on 5 seeds, the gamma_bt sweep's 2 extra values on 5; 05c:
     # DPO and MMPO at beta/3 and 3 beta on 5
     expected = {"02_madpo_imdb": 4 * 5, "02b_madpo_sensitivity": 2 * 2 * 5 + 1 + 3, "03_gamma_po_noise": 2 * 5 * 2,
                 "03b_gamma_po_beta_sweep": 2 * 2 * 5, "04_amapo_ranking": 3 * 5, "04b_amapo_beta_sweep": 2 * 2 * 5,
+                "04c_amapo_long_training": 3 * 5,
                 "05_mmpo_margins": 4 * 5, "05b_mmpo_reward_models": 3 * 5 + 2 * 5, "05c_mmpo_beta_sweep": 2 * 2 * 5}
     assert {k: f(cpu) for k, f in grids.items()} == expected
     for rec in summary.records(committed_only=True):
