@@ -6,7 +6,8 @@ reads (`stats.cautious_interval`, the hull of the bootstrap and the t interval o
 rounding of the record's to the decimals shown. The one exception is a single-seed comparison, whose hull is
 unbounded: its prose quotes the bootstrap over prompts and says so. A chapter may quote a companion's record (02
 and 02b, 05 and 05c: the notebooks sharing its number). A share may be quoted in percentage points
-(notebook 01), and notebook 00 keeps its bandit's comparisons under `paired_ranking_accuracy`.
+(notebook 01); notebook 00 keeps its bandit's comparisons under `paired_ranking_accuracy`, notebook 04c its
+changes along training under `late_change`.
 """
 
 import json
@@ -51,7 +52,9 @@ def _comparisons(study: str) -> list[dict]:
     rec = book.cpu_records(ROOT).get(study)
     if not rec:
         return []
-    return rec["metrics"].get("comparisons", []) + list(rec["metrics"].get("paired_ranking_accuracy", {}).values())
+    metrics = rec["metrics"]  # 00 keeps its bandit's comparisons apart, 04c its changes along training
+    return (metrics.get("comparisons", []) + list(metrics.get("paired_ranking_accuracy", {}).values())
+            + list(metrics.get("late_change", {}).values()))
 
 
 def _all_comparisons() -> list[dict]:
