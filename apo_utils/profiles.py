@@ -417,8 +417,8 @@ _SETTINGS = {
                                            methods=("dpo", "simpo", "amapo"), seeds=5, train_pairs=300,
                                            test_pairs=500),
                    # 04c: DPO, SimPO and AMaPO on 5 seeds, 200 low-tier pairs for 6 epochs (150 steps), both probes
-                   # measured every epoch; reward and KL at the end only, on 64 prompts. A one-seed trial of 300
-                   # pairs for 6 epochs took 250-315 s a policy: over the hour for 15.
+                   # measured every epoch; reward and KL at the end only, on 64 prompts (15 runs, 45 min measured). A
+                   # one-seed trial of 300 pairs for 6 epochs took 250-315 s a policy: over the hour for 15.
                    long_training=LongTrainingSettings(epochs=6.0, track_every=25, track_train_pairs=128,
                                                       track_test_pairs=200, seeds=5, train_pairs=200, test_pairs=500,
                                                       eval_prompts=64),

@@ -379,7 +379,7 @@ HEADLINES = (
     ("04_amapo_ranking", "amapo", "simpo", "reward", "... than SimPO's"),
     # The paper's dilemma: a fixed margin over-fits when trained long; 04's pairs are too hard to show it, 04c's not
     ("04c_amapo_long_training", "amapo", "dpo", "test_truth_accuracy",
-     "Trained long, AMaPO ranks held-out pairs better than DPO, which over-fits (arXiv 2511.09385)"),
+     "Trained long, AMaPO ranks held-out pairs better than DPO (arXiv 2511.09385: its margin curbs over-fitting)"),
     ("04c_amapo_long_training", "amapo", "simpo", "test_truth_accuracy", "... and better than SimPO"),
     ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_truth_accuracy",
      "MMPO's reward model ranks held-out pairs better than one trained on hard labels (arXiv 2410.03145, RewardBench)"),
