@@ -190,8 +190,8 @@ def estimate(profile: str) -> dict[str, float]:
     nb05b = n_rm * (train_s(n(q5), d.rm_epochs, gen_tokens, reference=False) + forward_s(held5, gen_tokens))
     minutes = {"01_imdb_preferences": nb01, "02_madpo_imdb": nb02, "02b_madpo_sensitivity": nb02b,
                "03_gamma_po_noise": nb03, "03b_gamma_po_beta_sweep": nb03b, "04_amapo_ranking": nb04,
-               "04b_amapo_beta_sweep": nb04b, "04c_amapo_long_training": nb04c, "05_mmpo_margins": nb05, "05b_mmpo_reward_models": nb05b,
-               "05c_mmpo_beta_sweep": nb05c}
+               "04b_amapo_beta_sweep": nb04b, "04c_amapo_long_training": nb04c, "05_mmpo_margins": nb05,
+               "05b_mmpo_reward_models": nb05b, "05c_mmpo_beta_sweep": nb05c}
     return {k: round(v / 60, 1) for k, v in minutes.items()}
 
 

@@ -37,8 +37,8 @@ STUDY_TITLES = {"00_margin_zoo": "00 · the losses on a bandit", "01_imdb_prefer
                 "05c_mmpo_beta_sweep": "05c · MMPO over β"}
 
 STUDIES = ("00_margin_zoo", "01_imdb_preferences", "02_madpo_imdb", "02b_madpo_sensitivity", "03_gamma_po_noise",
-           "03b_gamma_po_beta_sweep", "04_amapo_ranking", "04b_amapo_beta_sweep", "04c_amapo_long_training", "05_mmpo_margins",
-           "05b_mmpo_reward_models", "05c_mmpo_beta_sweep")
+           "03b_gamma_po_beta_sweep", "04_amapo_ranking", "04b_amapo_beta_sweep", "04c_amapo_long_training",
+           "05_mmpo_margins", "05b_mmpo_reward_models", "05c_mmpo_beta_sweep")
 
 
 def depends_on(study: str, root: Path | None = None) -> list[str]:

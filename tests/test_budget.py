@@ -18,8 +18,9 @@ def test_the_cost_model_is_the_authors_t4_timing():
 def test_every_notebook_of_the_gpu_profile_fits_an_hour_on_a_t4():
     minutes = budget.estimate("gpu")
     assert set(minutes) == {"01_imdb_preferences", "02_madpo_imdb", "02b_madpo_sensitivity", "03_gamma_po_noise",
-                            "03b_gamma_po_beta_sweep", "04_amapo_ranking", "04b_amapo_beta_sweep", "04c_amapo_long_training",
-                            "05_mmpo_margins", "05b_mmpo_reward_models", "05c_mmpo_beta_sweep"}
+                            "03b_gamma_po_beta_sweep", "04_amapo_ranking", "04b_amapo_beta_sweep",
+                            "04c_amapo_long_training", "05_mmpo_margins", "05b_mmpo_reward_models",
+                            "05c_mmpo_beta_sweep"}
     over = {k: v for k, v in minutes.items() if not 0 < v <= budget.LIMIT_MIN}
     assert not over, f"over {budget.LIMIT_MIN:g} min on a T4: {over}"
 
@@ -99,9 +100,9 @@ def test_the_grids_count_what_the_cpu_records_ran():
     # 02: DPO, DPO on the reward model's labels, beta-DPO and MADPO, 5 seeds, on the high tier; 02b: DPO and MADPO at
     # beta/3 and 3 beta on 5 seeds, IPO and the 3 variants on 1; 03: SimPO and gamma-SimPO at 20 % flips and with
     # none, 5 seeds each; 03b: SimPO and gamma-SimPO at beta/3 and 3 beta at 20 % flips on 5; 04: DPO, SimPO and
-    # AMaPO on 5; 04b: DPO and AMaPO at beta/3 and 3 beta on 5; 04c: DPO, SimPO and AMaPO on 5; 05: 4 policy methods on 5 seeds; 05b: reward
-    # models on hard labels, true and estimated margins on 5 seeds, the gamma_bt sweep's 2 extra values on 5; 05c:
-    # DPO and MMPO at beta/3 and 3 beta on 5
+    # AMaPO on 5; 04b: DPO and AMaPO at beta/3 and 3 beta on 5; 04c: DPO, SimPO and AMaPO on 5; 05: 4 policy
+    # methods on 5 seeds; 05b: reward models on hard labels, true and estimated margins on 5 seeds, the gamma_bt
+    # sweep's 2 extra values on 5; 05c: DPO and MMPO at beta/3 and 3 beta on 5
     expected = {"02_madpo_imdb": 4 * 5, "02b_madpo_sensitivity": 2 * 2 * 5 + 1 + 3, "03_gamma_po_noise": 2 * 5 * 2,
                 "03b_gamma_po_beta_sweep": 2 * 2 * 5, "04_amapo_ranking": 3 * 5, "04b_amapo_beta_sweep": 2 * 2 * 5,
                 "04c_amapo_long_training": 3 * 5,
