@@ -382,7 +382,7 @@ HEADLINES = (
      "Trained long, AMaPO ranks held-out pairs better than DPO (arXiv 2511.09385: its margin curbs over-fitting)"),
     ("04c_amapo_long_training", "amapo", "simpo", "test_truth_accuracy", "... and better than SimPO"),
     ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_truth_accuracy",
-     "MMPO's reward model ranks held-out pairs better than one trained on hard labels (arXiv 2410.03145, RewardBench)"),
+     "MMPO's reward model ranks held-out pairs better than one trained on hard labels (arXiv 2410.03145, Table 2, RewardBench)"),
     ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_ece",
      "... and is better calibrated (the paper's claim), measured as ECE against held-out labels"),
     # Distance to the true probability also rewards a model that simply ranks better, and needs a known truth:
@@ -390,7 +390,7 @@ HEADLINES = (
     ("05b_mmpo_reward_models", "mmpo", "bradley_terry", "test_prob_error",
      "... and comes closer to the true preference probabilities (a measure only a known truth allows)"),
     ("05_mmpo_margins", "mmpo", "dpo", "reward",
-     "MMPO's policy earns more true reward than DPO's (arXiv 2410.03145, MT-Bench results)"),
+     "MMPO's policy earns more true reward than DPO's (arXiv 2410.03145, Table 1, MT-Bench)"),
     ("05c_mmpo_beta_sweep", "mmpo", "dpo", "reward", "... with each method on its best of three β", "policy"),
     ("05_mmpo_margins", "mmpo", "dpo_truth_labels", "reward",
      "... than DPO told which response is truly better (the same information)"),
