@@ -396,10 +396,10 @@ _SETTINGS = {
                    # 0.97), 5 seeds, DPO, DPO on the reward model's labels and MADPO, each measured at 5 points
                    # along training (the start kept once a seed, 3 checkpoints on 32 prompts, the end on all 256).
                    # 500 pairs a policy (63 steps) and no held-out ranking. 02 also trains beta-DPO (the paper's main results'
-                   # baseline): 20 runs, 50 min measured (2.5 min a run on the slowest AMX machine seen; on a CPU
+                   # baseline): 20 runs, 33 to 50 min measured by machine (2.5 min a run on the slowest AMX machine seen; on a CPU
                    # without bf16 units, fp32 at 1.5 s a step, about 3.5 min a run, so over the hour there). 02b: DPO
                    # and MADPO at beta/3 and 3 beta on the same 5 seeds (a verdict on the best of three betas takes
-                   # every seed), IPO and MADPO's variants on 1: 24 runs, 43 min measured.
+                   # every seed), IPO and MADPO's variants on 1: 24 runs, 42 to 43 min measured.
                    madpo=MadpoSettings(tiers=("high",), seeds=5, train_pairs=500, test_pairs=0, other_tiers=False,
                                        ipo_both_tiers=False, extra_seeds=1),
                    # 03: SimPO and gamma-SimPO (gamma0 / tau = 1) at 20 % flips and with no flips, 5 seeds each;
