@@ -47,7 +47,31 @@ def device_description() -> str:
         n = len(os.sched_getaffinity(0))
     except AttributeError:
         n = None
-    return f"cpu: {cpu}, {n} cores" if n else f"cpu: {cpu}"
+    parts = [f"cpu: {cpu}", *processor_details(), *([f"{n} cores"] if n else [])]
+    return ", ".join(parts)
+
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # the flags env.cpu_has_bf16 reads (tests/test_records.py checks the copy)
+
+
+def processor_details(cpuinfo: str | None = None) -> list[str]:
+    """The processor's name and whether it multiplies bfloat16 natively, from /proc/cpuinfo (Linux; else nothing).
+
+    Two "2-core x86_64" machines are not alike: the same data notebook took 20 minutes on one and 43 on another,
+    and the `cpu` profile samples and trains in bfloat16 only where the processor has bf16 units (`env.cpu_has_bf16`),
+    which changes the numbers in their last digits. A record names both, so its times and digits can be placed."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    name = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                 if line.lower().startswith("model name") and ":" in line), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                      if line.lower().startswith("flags") and ":" in line), []))
+    units = [f for f in BF16_FLAGS if f in flags]
+    bf16 = f"bf16 units: {' and '.join(units)}" if units else "no bf16 units"
+    return ([name] if name else []) + ([bf16] if flags else [])
 
 
 def git_commit(root: Path | None = None) -> dict[str, str | bool | None]:

@@ -1,5 +1,10 @@
 """Run records: a cached re-run never hides what a study costs (full_run_s), and cache reuse is counted."""
 
+import ast
+import inspect
+import textwrap
+
+from apo_utils import env, records
 from apo_utils.cache import cached_map
 from apo_utils.records import RunRecord
 from apo_utils.storage import read_json
@@ -78,3 +83,26 @@ def test_time_from_nothing_is_never_below_the_records_own_wall_time():
     assert time_from_nothing({"full_run_s": 3600.0, "wall_time_s": {"total": 60.0}}) == 3600.0
     assert time_from_nothing({"full_run_s": None, "wall_time_s": {"total": 60.0}}) == 60.0
     assert time_from_nothing({}) is None
+
+
+AMX = """processor	: 0
+model name	: Intel(R) Xeon(R) Platinum 8480+
+flags		: fpu sse avx512f amx_bf16 amx_tile avx512_bf16
+"""
+
+
+def test_a_record_names_the_processor_and_its_bf16_units():
+    """Two 2-core machines can differ 2x in time and, with bf16 on one only, in the last digits: say which ran."""
+    assert records.processor_details(AMX) == ["Intel(R) Xeon(R) Platinum 8480+", "bf16 units: amx_bf16 and avx512_bf16"]
+    amd = "model name : AMD EPYC\nflags : fpu avx512f avx512_bf16\n"
+    assert records.processor_details(amd) == ["AMD EPYC", "bf16 units: avx512_bf16"]
+    assert records.processor_details("model name : Old Xeon\nflags : fpu avx2 avx512f\n") == ["Old Xeon", "no bf16 units"]
+    assert records.processor_details("") == []  # no /proc/cpuinfo fields (not Linux, a container hiding them)
+    assert records.device_description().startswith(("cpu: ", "cuda: "))
+
+
+def test_the_bf16_flags_a_record_names_are_the_ones_training_reads():
+    tree = ast.parse(textwrap.dedent(inspect.getsource(env.cpu_has_bf16)))
+    tuples = [ast.literal_eval(n) for n in ast.walk(tree)
+              if isinstance(n, ast.Tuple) and all(isinstance(e, ast.Constant) for e in n.elts)]
+    assert tuple(records.BF16_FLAGS) in tuples
