@@ -384,3 +384,66 @@ def test_more_data_scales_the_verdicts_interval_from_todays_design():
     assert (parts["seeds"], parts["prompts"]) == (5, N_EARLY)
     assert widths[0]["half-width, about"] == pytest.approx((hi - lo) / 2)
     assert widths[1]["half-width, about"] < widths[0]["half-width, about"]
+
+
+# Student t, 97.5 % point, by degrees of freedom: the glossary's seed interval for up to ten seeds.
+T975_BY_DF = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def _glossary_reading(curve, budget, key):
+    """The glossary's "Matched KL" steps 2 and 3 written out with numpy alone, as a reader without the kit would:
+    the first crossing of the budget, linear in the two checkpoints' KL, prompt by prompt over the prompts both
+    scored. None when the curve never reaches the budget."""
+    if budget <= curve[0]["kl"]:
+        return np.asarray(curve[0][key], dtype=float)
+    for before, after in zip(curve, curve[1:]):
+        if after["kl"] >= budget:  # every earlier checkpoint is below the budget: this is the first crossing
+            w = (budget - before["kl"]) / (after["kl"] - before["kl"])
+            n = min(len(before[key]), len(after[key]))
+            return (1 - w) * np.asarray(before[key][:n], dtype=float) + w * np.asarray(after[key][:n], dtype=float)
+    return None
+
+
+@pytest.mark.parametrize("path", sorted(_committed_records_with_frontiers()))
+def test_every_matched_kl_number_of_a_committed_record_follows_from_the_glossary_alone(path):
+    """The test above redoes each comparison with the kit's own function; this one redoes it from the glossary's
+    five steps with no kit code, so the published recipe and the code that made the records cannot drift apart.
+    It checks the β each side reads (best of several where the record says so), that no reading extends a curve
+    past its last point, the point estimate and the t interval over seeds."""
+    metrics = _committed_records_with_frontiers()[path]
+    for c in (c for c in metrics["comparisons"] if "kl" in c):
+        where = f"{path}: {c['method']} - {c['baseline']} ({c['metric']}) in {c['setting']} at {c['kl']} nats"
+        tier = c["setting"].rsplit(", β", 1)[0]  # 'policy, β/3' reads the rows of 'policy' at that β
+        curves = {}
+        for r in sorted((r for r in metrics["frontiers"] if r["setting"] in (c["setting"], tier)),
+                        key=lambda r: r["step"]):
+            curves.setdefault((r["method"], r["beta"], r["seed"]), []).append(r)
+        seeds = sorted({s for m, _, s in curves if m == c["method"]} & {s for m, _, s in curves if m == c["baseline"]})
+
+        def readings(method, beta, key):
+            got = [_glossary_reading(curves[(method, beta, s)], c["kl"], key) if (method, beta, s) in curves
+                   else None for s in seeds]
+            return None if any(g is None for g in got) else got
+
+        def best_beta(method):  # step 4: highest mean reward over seeds at the budget, among β reaching it on all
+            betas = {b for m, b, _ in curves if m == method}
+            reaching = {beta: readings(method, beta, "prompt_rewards") for beta in betas}
+            reaching = {beta: got for beta, got in reaching.items() if got is not None}
+            n = min(len(g) for got in reaching.values() for g in got)  # the prompts every candidate scored
+            return max(reaching, key=lambda beta: np.mean([g[:n] for g in reaching[beta]]))
+
+        if "best of" in c.get("note", ""):
+            assert (best_beta(c["method"]), best_beta(c["baseline"])) == (c["beta"], c["baseline_beta"]), where
+        key = PER_PROMPT[c["metric"]]
+        ours, theirs = readings(c["method"], c["beta"], key), readings(c["baseline"], c["baseline_beta"], key)
+        assert ours is not None and theirs is not None, f"{where}: a curve does not reach the budget"
+        n = min(len(g) for g in ours + theirs)
+        per_prompt = np.array([a[:n] - b[:n] for a, b in zip(ours, theirs)])  # step 5: seeds x prompts
+        assert (len(seeds), n) == (c["n_seeds"], c["n_units"]), where
+        assert per_prompt.mean() == pytest.approx(c["diff"], abs=1e-6), where
+        per_seed = per_prompt.mean(axis=1)
+        if len(seeds) == 1:
+            assert c["seed_ci95"] == [None, None], f"{where}: one seed gives no interval over seeds"
+            continue
+        half = T975_BY_DF[len(seeds) - 1] * per_seed.std(ddof=1) / math.sqrt(len(seeds))
+        assert c["seed_ci95"] == pytest.approx([per_seed.mean() - half, per_seed.mean() + half], abs=1e-6), where
