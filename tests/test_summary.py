@@ -1,11 +1,13 @@
 """The results table comes from the run records, the README shows exactly that, and stale figures are flagged."""
 
 import json
+import math
 import subprocess
 
 import pytest
 
 from apo_utils import summary
+from apo_utils.stats import matched_kl_comparison
 from apo_utils.storage import repo_root
 
 ROOT = repo_root()
@@ -302,3 +304,35 @@ def test_every_study_sets_its_margin_at_the_fraction_the_conclusion_assumes():
         sets = [line for line in lines if re.match(r"\s*(?!LOGP_)\w*MATTERS = ", line)]
         assert sets, study
         assert all(f"{summary.MARGIN_FRACTION} * " in line for line in sets), (study, sets)
+
+
+def _curve_rows(method, kls, seeds=range(5), prompts=8):
+    """Reward exactly 0.4 + 0.2·√KL on every prompt (plus a prompt effect shared by all runs): one true curve."""
+    effect = [0.01 * p for p in range(prompts)]
+    return [{"setting": "high", "method": method, "seed": s, "beta": 0.1, "step": i, "kl": kl,
+             "reward": 0.4 + 0.2 * math.sqrt(kl) + sum(effect) / prompts,
+             "prompt_rewards": [0.4 + 0.2 * math.sqrt(kl) + e for e in effect]}
+            for s in seeds for i, kl in enumerate(kls)]
+
+
+def test_reading_in_root_kl_removes_the_bias_of_a_straight_line_across_a_bend():
+    """Two methods on one curve, measured at different spacings: read straight in KL, the sparsely measured side
+    reads low at a budget between its checkpoints (0.4 + 0.1·√2 against 0.6 at KL 1); read in √KL the curve is a
+    straight line, so both read 0.6 and the difference vanishes."""
+    metrics = {"frontiers": _curve_rows("sparse", [0.0, 2.0, 4.0]) + _curve_rows("dense", [0.0, 0.5, 1.0, 2.0, 4.0])}
+    c = {"setting": "high", "method": "sparse", "baseline": "dense", "beta": 0.1, "baseline_beta": 0.1, "kl": 1.0,
+         "metric": "reward", "matters": 0.01}
+    in_kl = matched_kl_comparison(metrics["frontiers"], "high", "sparse", "dense", 1.0, 0.01)
+    assert in_kl["diff"] == pytest.approx(0.1 * math.sqrt(2) - 0.2)
+    again = summary.read_in_root_kl(metrics, c)
+    assert again["diff"] == pytest.approx(0.0, abs=1e-12)
+    assert (again["beta"], again["baseline_beta"], again["n_seeds"]) == (0.1, 0.1, 5)
+
+
+def test_every_committed_matched_kl_comparison_is_read_again_in_root_kl():
+    """One row for each matched-KL comparison of the committed cpu records, each read again to a finite number."""
+    rows = summary.reading_sensitivity()
+    expected = sum(1 for path in _tracked("figures/*/cpu/run_record.json")
+                   for c in json.loads((ROOT / path).read_text())["metrics"].get("comparisons", []) if "kl" in c)
+    assert expected > 0 and len(rows) == expected
+    assert all(math.isfinite(r["diff_sqrt_kl"]) and r["verdict_sqrt_kl"] for r in rows)
