@@ -112,6 +112,19 @@ def verdicts_table(verdicts: list[dict], stale_studies: set[str], notebooks: str
     return md_table(["claim", "chapter", "verdict", "difference [95 % interval]", "measured as", "seeds"], rows)
 
 
+def reading_line(readings: list[dict]) -> str:
+    """06's check of the matched-KL readings (`summary.reading_sensitivity`, kept in its record) in one sentence:
+    how many verdicts change, and how far the differences move, when the curves are read in √KL."""
+    _, metric_name = _names()
+    changed = sum(r["verdict"] != r["verdict_sqrt_kl"] for r in readings)
+    moves = {}
+    for r in readings:
+        moves[r["metric"]] = max(moves.get(r["metric"], 0.0), abs(r["diff_sqrt_kl"] - r["diff"]))
+    shifts = "; ".join(f"{metric_name(m)} by at most {x:.3f}" for m, x in moves.items())
+    return (f"**Every matched-KL comparison read again straight in √KL between checkpoints:** {changed} of "
+            f"{len(readings)} verdicts change; the differences move, {shifts}.")
+
+
 def _plain(text: str) -> str:
     """A model's sample as literal text in a markdown cell: no HTML, emphasis, link, math or code it happens to
     contain is interpreted (a sample with `<em>` or a `$` would otherwise change the page)."""
@@ -170,6 +183,8 @@ def results_cell(rec: dict, stale: dict[str, str], shown: frozenset[str] = froze
         if verdicts:
             parts += ["**Each claim and its verdict** (the table behind the figure of every claim):",
                       verdicts_table(verdicts, set(), "../notebooks")]
+        if readings := rec["metrics"].get("reading_sensitivity"):
+            parts.append(reading_line(readings))
     if table := headline_table(rec):
         parts += ["**Mean ± sd over seeds** (number of seeds):", table]
     if table := samples_table(rec["metrics"].get("samples") or []):

@@ -82,6 +82,21 @@ def test_a_sample_is_shown_as_literal_text():
     assert "\\$5" in row and "\\*this\\*" in row and "spent\\_ really" in row
 
 
+def test_the_reading_check_counts_changed_verdicts_and_the_largest_move_per_measure():
+    rows = [{"metric": "reward", "diff": 0.010, "diff_sqrt_kl": 0.018, "verdict": "not resolved",
+             "verdict_sqrt_kl": "higher"},
+            {"metric": "reward", "diff": -0.050, "diff_sqrt_kl": -0.047, "verdict": "lower", "verdict_sqrt_kl": "lower"}]
+    line = book.reading_line(rows)
+    assert "1 of 2 verdicts change" in line and "by at most 0.008" in line
+
+
+def test_chapter_06_shows_the_reading_check_of_its_record(built):
+    rec = json.loads((ROOT / "figures" / "06_summary" / book.PROFILE / "run_record.json").read_text())
+    staged = json.loads((built.src / "notebooks" / "06_summary.ipynb").read_text())
+    cell = next(c["source"] for c in staged["cells"] if c.get("id") == "committed-results")
+    assert book.reading_line(rec["metrics"]["reading_sensitivity"]) in cell
+
+
 def test_the_found_page_holds_every_verdict(built):
     page = (built.src / book.FOUND_PAGE).read_text()
     for v in summary.verdicts(ROOT, book.PROFILE):
