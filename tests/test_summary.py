@@ -329,10 +329,32 @@ def test_reading_in_root_kl_removes_the_bias_of_a_straight_line_across_a_bend():
     assert (again["beta"], again["baseline_beta"], again["n_seeds"]) == (0.1, 0.1, 5)
 
 
-def test_every_committed_matched_kl_comparison_is_read_again_in_root_kl():
-    """One row for each matched-KL comparison of the committed cpu records, each read again to a finite number."""
+def test_every_committed_matched_kl_comparison_is_read_again():
+    """One row for each matched-KL comparison of the committed cpu records, each read again in √KL to a finite
+    number, and each best-of-β one with β chosen on other prompts."""
     rows = summary.reading_sensitivity()
-    expected = sum(1 for path in _tracked("figures/*/cpu/run_record.json")
-                   for c in json.loads((ROOT / path).read_text())["metrics"].get("comparisons", []) if "kl" in c)
-    assert expected > 0 and len(rows) == expected
+    at_kl = [c for path in _tracked("figures/*/cpu/run_record.json")
+             for c in json.loads((ROOT / path).read_text())["metrics"].get("comparisons", []) if "kl" in c]
+    assert at_kl and len(rows) == len(at_kl)
     assert all(math.isfinite(r["diff_sqrt_kl"]) and r["verdict_sqrt_kl"] for r in rows)
+    best_of = sum("best of" in c.get("note", "") for c in at_kl)  # only these chose a β, so only these are redone
+    assert best_of > 0 and sum(math.isfinite(r["diff_beta_elsewhere"] or math.nan) for r in rows) == best_of
+
+
+def test_a_beta_chosen_on_other_prompts_removes_the_lead_that_choosing_on_the_same_ones_buys():
+    """β 0.1 is better on the even prompts and β 0.2 on the odd ones, by the same amount, and neither is better on
+    average than the baseline's curve. Chosen on all prompts, the best β seems to lead the baseline by 0.05; chosen
+    on the other half, each half is measured at the β that is worse there, and the lead is gone."""
+    def rows(method, beta, offset):  # offset(prompt) is added from the first checkpoint on
+        return [{"setting": "high", "method": method, "seed": s, "beta": beta, "step": i, "kl": kl,
+                 "prompt_rewards": [0.5 + (offset(p) if kl else 0.0) for p in range(8)],
+                 "reward": 0.0} for s in range(5) for i, kl in enumerate([0.0, 1.0, 2.0])]
+
+    metrics = {"frontiers": rows("method", 0.1, lambda p: 0.1 * (p % 2 == 0)) +
+               rows("method", 0.2, lambda p: 0.1 * (p % 2 == 1)) + rows("base", 0.1, lambda p: 0.0)}
+    c = {"setting": "high", "method": "method", "baseline": "base", "kl": 1.0, "metric": "reward", "matters": 0.01}
+    same = matched_kl_comparison(metrics["frontiers"], "high", "method", "base", 1.0, 0.01)
+    assert same["diff"] == pytest.approx(0.05)
+    elsewhere = summary.beta_chosen_elsewhere(metrics, dict(c, beta=same["beta"], baseline_beta=0.1))
+    assert elsewhere["diff"] == pytest.approx(0.0, abs=1e-12)
+    assert elsewhere["betas"] == [(0.2, 0.1), (0.1, 0.1)]  # the even half measured at the odd half's choice
