@@ -113,16 +113,23 @@ def verdicts_table(verdicts: list[dict], stale_studies: set[str], notebooks: str
 
 
 def reading_line(readings: list[dict]) -> str:
-    """06's check of the matched-KL readings (`summary.reading_sensitivity`, kept in its record) in one sentence:
-    how many verdicts change, and how far the differences move, when the curves are read in √KL."""
+    """06's checks of the matched-KL readings (`summary.reading_sensitivity`, kept in its record): how many verdicts
+    change, and how far the differences move, when the curves are read in √KL and when β is chosen on other prompts."""
     _, metric_name = _names()
     changed = sum(r["verdict"] != r["verdict_sqrt_kl"] for r in readings)
     moves = {}
     for r in readings:
         moves[r["metric"]] = max(moves.get(r["metric"], 0.0), abs(r["diff_sqrt_kl"] - r["diff"]))
     shifts = "; ".join(f"{metric_name(m)} by at most {x:.3f}" for m, x in moves.items())
-    return (f"**Every matched-KL comparison read again straight in √KL between checkpoints:** {changed} of "
+    line = (f"**Every matched-KL comparison read again straight in √KL between checkpoints:** {changed} of "
             f"{len(readings)} verdicts change; the differences move, {shifts}.")
+    best_of = [r for r in readings if r.get("diff_beta_elsewhere") is not None]
+    if best_of:
+        changed = sum(r["verdict"] != r["verdict_beta_elsewhere"] for r in best_of)
+        largest = max(abs(r["diff_beta_elsewhere"] - r["diff"]) for r in best_of)
+        line += (f" **Each best-of-β comparison with β chosen on the other half of the prompts:** {changed} of "
+                 f"{len(best_of)} verdicts change; the differences move by at most {largest:.3f}.")
+    return line
 
 
 def _plain(text: str) -> str:

@@ -87,7 +87,9 @@ def test_the_reading_check_counts_changed_verdicts_and_the_largest_move_per_meas
              "verdict_sqrt_kl": "higher"},
             {"metric": "reward", "diff": -0.050, "diff_sqrt_kl": -0.047, "verdict": "lower", "verdict_sqrt_kl": "lower"}]
     line = book.reading_line(rows)
-    assert "1 of 2 verdicts change" in line and "by at most 0.008" in line
+    assert "1 of 2 verdicts change" in line and "by at most 0.008" in line and "other half" not in line
+    rows[1].update(diff_beta_elsewhere=-0.030, verdict_beta_elsewhere="not resolved")
+    assert "1 of 1 verdicts change; the differences move by at most 0.020" in book.reading_line(rows)
 
 
 def test_chapter_06_shows_the_reading_check_of_its_record(built):
