@@ -509,6 +509,55 @@ def beta_chosen_elsewhere(metrics: dict, comparison: dict) -> dict:
             "matters": c.get("matters", 0.03), "betas": betas}
 
 
+def reading_beyond_shortest_seed(metrics: dict, comparison: dict, n_seeds: int) -> dict:
+    """One matched-KL comparison of a record, read further out than its budgets go. A record's budgets stop where
+    the shortest-moving seed stops, so that every seed is read; here the budget is the largest KL that `n_seeds`
+    seeds reach on both sides (rounded down to three decimals), read on those seeds alone, each side at the β the
+    record read. Fewer seeds make the interval wider, and the seeds kept are those that moved furthest: a reading
+    that shows which way a difference goes further out, not a verdict on the full set of seeds."""
+    c = comparison
+    tier = c["setting"].rsplit(", β", 1)[0]
+    read = {(c["method"], c["beta"]), (c["baseline"], c["baseline_beta"])}
+    rows = [dict(r, setting=c["setting"]) for r in metrics.get("frontiers", [])
+            if r["setting"] in (c["setting"], tier) and (r["method"], r["beta"]) in read]
+    reach: dict[tuple[str, int], float] = {}
+    for r in rows:
+        reach[(r["method"], r["seed"])] = max(reach.get((r["method"], r["seed"]), 0.0), r["kl"])
+    both = {s: min(reach.get((c["method"], s), 0.0), reach.get((c["baseline"], s), 0.0)) for _, s in reach}
+    if len(both) < n_seeds:
+        raise ValueError(f"{c['method']!r} - {c['baseline']!r} in {c['setting']!r}: {len(both)} seeds, "
+                         f"fewer than the {n_seeds} asked for")
+    budget = math.floor(sorted(both.values(), reverse=True)[n_seeds - 1] * 1000 + 1e-9) / 1000
+    kept = {s for s, kl in both.items() if kl >= budget}
+    return matched_kl_comparison([r for r in rows if r["seed"] in kept], c["setting"], c["method"], c["baseline"],
+                                 budget, c.get("matters", 0.03), c["metric"])
+
+
+def beyond_shortest_seed(root: Path | None = None, profile: str = "cpu", seed_counts=(4, 3)) -> list[dict]:
+    """Each reward comparison at matched KL on five or more seeds and one β a side, of the committed `profile`
+    records: its largest budget as recorded, then read further out on fewer seeds (`reading_beyond_shortest_seed`,
+    one row for each of `seed_counts`). Rows: study, setting, method, baseline, n_seeds, kl, diff, interval,
+    verdict."""
+    out = []
+    for rec in records(root, committed_only=True):
+        if rec["profile"] != profile:
+            continue
+        metrics = rec.get("metrics") or {}
+        largest: dict[tuple, dict] = {}
+        for c in metrics.get("comparisons", []):
+            if (isinstance(c.get("kl"), (int, float)) and c["metric"] == "reward" and c["n_seeds"] >= 5
+                    and "best of" not in c.get("note", "")):
+                key = (c["setting"], c["method"], c["baseline"])
+                if key not in largest or c["kl"] > largest[key]["kl"]:
+                    largest[key] = c
+        for c in largest.values():
+            for r in [c] + [reading_beyond_shortest_seed(metrics, c, n) for n in seed_counts]:
+                out.append({"study": rec["study"], "setting": c["setting"], "method": c["method"],
+                            "baseline": c["baseline"], "n_seeds": int(r["n_seeds"]), "kl": r["kl"], "diff": float(r["diff"]),
+                            "interval": cautious_interval(r), "verdict": verdict_cautious(r)})
+    return out
+
+
 def reading_sensitivity(root: Path | None = None, profile: str = "cpu") -> list[dict]:
     """Every matched-KL comparison of the committed `profile` records, as recorded and read two other ways: in √KL
     (`read_in_root_kl`), and, where the record chose each side's best β, with β chosen on other prompts

@@ -358,3 +358,26 @@ def test_a_beta_chosen_on_other_prompts_removes_the_lead_that_choosing_on_the_sa
     elsewhere = summary.beta_chosen_elsewhere(metrics, dict(c, beta=same["beta"], baseline_beta=0.1))
     assert elsewhere["diff"] == pytest.approx(0.0, abs=1e-12)
     assert elsewhere["betas"] == [(0.2, 0.1), (0.1, 0.1)]  # the even half measured at the odd half's choice
+
+
+def test_reading_beyond_the_shortest_seed_goes_as_far_as_enough_seeds_reach_and_reads_those_seeds():
+    """Seed s moves to KL s + 1 on both sides, and the method's reward rises faster (0.3·√KL against 0.2·√KL). A
+    record reads to KL 1, where every seed is; three seeds reach KL 3, and there the difference is 0.1·√3."""
+    def rows(method, slope):
+        return [{"setting": "high", "method": method, "seed": s, "beta": 0.1, "step": k, "kl": float(k),
+                 "reward": 0.4 + slope * math.sqrt(k), "prompt_rewards": [0.4 + slope * math.sqrt(k)] * 4}
+                for s in range(5) for k in range(s + 2)]
+
+    metrics = {"frontiers": rows("method", 0.3) + rows("base", 0.2)}
+    c = {"setting": "high", "method": "method", "baseline": "base", "beta": 0.1, "baseline_beta": 0.1, "kl": 1.0,
+         "metric": "reward", "matters": 0.01}
+    far = summary.reading_beyond_shortest_seed(metrics, c, 3)
+    assert (far["kl"], far["n_seeds"]) == (3.0, 3)
+    assert far["diff"] == pytest.approx(0.1 * math.sqrt(3))
+    with pytest.raises(ValueError, match="fewer than the 6"):
+        summary.reading_beyond_shortest_seed(metrics, c, 6)
+    rows_out = summary.beyond_shortest_seed()  # the committed records: each comparison at 5, 4 and 3 seeds
+    assert rows_out and {r["n_seeds"] for r in rows_out} >= {3, 4, 5}
+    for five, four, three in zip(*[iter(rows_out)] * 3):
+        assert five["n_seeds"] >= 5 and (four["n_seeds"], three["n_seeds"]) == (4, 3)
+        assert five["kl"] <= four["kl"] <= three["kl"], five
