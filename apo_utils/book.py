@@ -132,6 +132,17 @@ def reading_line(readings: list[dict]) -> str:
     return line
 
 
+def beyond_line(rows: list[dict]) -> str:
+    """06's reading of each reward comparison further out on fewer seeds (`summary.beyond_shortest_seed`, kept in its
+    record) in one sentence: how many of those readings are resolved, and how far out they go."""
+    # a sweep's middle β repeats its study's comparison: count each reading once
+    further = list({(r.get("method"), r.get("baseline"), r["n_seeds"], r["kl"], r.get("diff")): r
+                    for r in rows if r["n_seeds"] < 5}.values())
+    resolved = sum(r["verdict"] != "not resolved" for r in further)
+    return (f"**Each reward comparison read further out, on the four and then three seeds that get there:** "
+            f"{resolved} of {len(further)} readings resolved, out to {max(r['kl'] for r in further):.2f} nats.")
+
+
 def _plain(text: str) -> str:
     """A model's sample as literal text in a markdown cell: no HTML, emphasis, link, math or code it happens to
     contain is interpreted (a sample with `<em>` or a `$` would otherwise change the page)."""
@@ -192,6 +203,8 @@ def results_cell(rec: dict, stale: dict[str, str], shown: frozenset[str] = froze
                       verdicts_table(verdicts, set(), "../notebooks")]
         if readings := rec["metrics"].get("reading_sensitivity"):
             parts.append(reading_line(readings))
+        if further := rec["metrics"].get("beyond_shortest_seed"):
+            parts.append(beyond_line(further))
     if table := headline_table(rec):
         parts += ["**Mean ± sd over seeds** (number of seeds):", table]
     if table := samples_table(rec["metrics"].get("samples") or []):

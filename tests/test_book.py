@@ -97,6 +97,13 @@ def test_chapter_06_shows_the_reading_check_of_its_record(built):
     staged = json.loads((built.src / "notebooks" / "06_summary.ipynb").read_text())
     cell = next(c["source"] for c in staged["cells"] if c.get("id") == "committed-results")
     assert book.reading_line(rec["metrics"]["reading_sensitivity"]) in cell
+    assert book.beyond_line(rec["metrics"]["beyond_shortest_seed"]) in cell
+
+
+def test_the_reading_further_out_counts_only_the_readings_on_fewer_seeds():
+    rows = [{"n_seeds": 5, "kl": 0.9, "verdict": "higher"}, {"n_seeds": 4, "kl": 1.2, "verdict": "not resolved"},
+            {"n_seeds": 3, "kl": 1.5, "verdict": "lower"}]
+    assert "1 of 2 readings resolved, out to 1.50 nats" in book.beyond_line(rows)
 
 
 def test_the_found_page_holds_every_verdict(built):
