@@ -459,6 +459,16 @@ def conclusions(root: Path | None = None, profile: str = "cpu") -> list[dict]:
     return out
 
 
+def _rows_read(metrics: dict, c: dict, every_beta: bool = False) -> list[dict]:
+    """The frontier rows a matched-KL comparison `c` of a record read: its setting's (a sweep's 'policy, β/3' reads
+    the rows of 'policy'), relabelled with the comparison's setting, and only each side's recorded β unless
+    `every_beta`."""
+    tier = c["setting"].rsplit(", β", 1)[0]
+    read = {(c["method"], c["beta"]), (c["baseline"], c["baseline_beta"])}
+    return [dict(r, setting=c["setting"]) for r in metrics.get("frontiers", [])
+            if r["setting"] in (c["setting"], tier) and (every_beta or (r["method"], r["beta"]) in read)]
+
+
 def read_in_root_kl(metrics: dict, comparison: dict) -> dict:
     """One matched-KL comparison of a record (`metrics`: its 'frontiers' and one of its 'comparisons'), read again
     straight between two checkpoints in √KL instead of in KL. Reward first grows roughly in proportion to √KL (Gao et
@@ -470,10 +480,7 @@ def read_in_root_kl(metrics: dict, comparison: dict) -> dict:
         return math.copysign(math.sqrt(abs(x)), x)
 
     c = comparison
-    tier = c["setting"].rsplit(", β", 1)[0]  # 'policy, β/3' is read from the rows of 'policy' at that β
-    read = {(c["method"], c["beta"]), (c["baseline"], c["baseline_beta"])}
-    rows = [dict(r, setting=c["setting"], kl=root_kl(r["kl"])) for r in metrics.get("frontiers", [])
-            if r["setting"] in (c["setting"], tier) and (r["method"], r["beta"]) in read]
+    rows = [dict(r, kl=root_kl(r["kl"])) for r in _rows_read(metrics, c)]
     return matched_kl_comparison(rows, c["setting"], c["method"], c["baseline"], root_kl(c["kl"]),
                                  c.get("matters", 0.03), c["metric"])
 
@@ -485,8 +492,7 @@ def beta_chosen_elsewhere(metrics: dict, comparison: dict) -> dict:
     measured at the βs that the other half's rewards chose (the record's rule otherwise), and the halves are put
     back together into one seeds x prompts matrix. Adds 'betas': the (method β, baseline β) each half chose."""
     c = comparison
-    tier = c["setting"].rsplit(", β", 1)[0]
-    rows = [dict(r, setting=c["setting"]) for r in metrics.get("frontiers", []) if r["setting"] in (c["setting"], tier)]
+    rows = _rows_read(metrics, c, every_beta=True)
 
     def half(parity: int) -> list[dict]:
         return [dict(r, **{k: r[k][parity::2] for k in PER_PROMPT.values() if k in r}) for r in rows]
@@ -513,13 +519,11 @@ def reading_beyond_shortest_seed(metrics: dict, comparison: dict, n_seeds: int) 
     """One matched-KL comparison of a record, read further out than its budgets go. A record's budgets stop where
     the shortest-moving seed stops, so that every seed is read; here the budget is the largest KL that `n_seeds`
     seeds reach on both sides (rounded down to three decimals), read on those seeds alone, each side at the β the
-    record read. Fewer seeds make the interval wider, and the seeds kept are those that moved furthest: a reading
-    that shows which way a difference goes further out, not a verdict on the full set of seeds."""
+    record read, and also at the record's budget on those same seeds ('diff_same_seeds_at_recorded_kl'), to tell
+    what changes with the budget from what changes with the seeds kept. Fewer seeds make the interval wider, and the
+    seeds kept are those that moved furthest: a hint of which way a difference goes further out, not a verdict."""
     c = comparison
-    tier = c["setting"].rsplit(", β", 1)[0]
-    read = {(c["method"], c["beta"]), (c["baseline"], c["baseline_beta"])}
-    rows = [dict(r, setting=c["setting"]) for r in metrics.get("frontiers", [])
-            if r["setting"] in (c["setting"], tier) and (r["method"], r["beta"]) in read]
+    rows = _rows_read(metrics, c)
     reach: dict[tuple[str, int], float] = {}
     for r in rows:
         reach[(r["method"], r["seed"])] = max(reach.get((r["method"], r["seed"]), 0.0), r["kl"])
@@ -528,16 +532,20 @@ def reading_beyond_shortest_seed(metrics: dict, comparison: dict, n_seeds: int) 
         raise ValueError(f"{c['method']!r} - {c['baseline']!r} in {c['setting']!r}: {len(both)} seeds, "
                          f"fewer than the {n_seeds} asked for")
     budget = math.floor(sorted(both.values(), reverse=True)[n_seeds - 1] * 1000 + 1e-9) / 1000
-    kept = {s for s, kl in both.items() if kl >= budget}
-    return matched_kl_comparison([r for r in rows if r["seed"] in kept], c["setting"], c["method"], c["baseline"],
-                                 budget, c.get("matters", 0.03), c["metric"])
+    kept = [r for r in rows if r["seed"] in {s for s, kl in both.items() if kl >= budget}]
+    further = matched_kl_comparison(kept, c["setting"], c["method"], c["baseline"], budget, c.get("matters", 0.03),
+                                    c["metric"])
+    # the same seeds at the record's own budget: what changes with the budget alone
+    here = matched_kl_comparison(kept, c["setting"], c["method"], c["baseline"], c["kl"], c.get("matters", 0.03),
+                                 c["metric"])
+    return {**further, "diff_same_seeds_at_recorded_kl": here["diff"]}
 
 
 def beyond_shortest_seed(root: Path | None = None, profile: str = "cpu", seed_counts=(4, 3)) -> list[dict]:
     """Each reward comparison at matched KL on five or more seeds and one β a side, of the committed `profile`
     records: its largest budget as recorded, then read further out on fewer seeds (`reading_beyond_shortest_seed`,
     one row for each of `seed_counts`). Rows: study, setting, method, baseline, n_seeds, kl, diff, interval,
-    verdict."""
+    verdict, diff_same_seeds_at_recorded_kl (the recorded row's own diff on its own row)."""
     out = []
     for rec in records(root, committed_only=True):
         if rec["profile"] != profile:
@@ -554,7 +562,8 @@ def beyond_shortest_seed(root: Path | None = None, profile: str = "cpu", seed_co
             for r in [c] + [reading_beyond_shortest_seed(metrics, c, n) for n in seed_counts]:
                 out.append({"study": rec["study"], "setting": c["setting"], "method": c["method"],
                             "baseline": c["baseline"], "n_seeds": int(r["n_seeds"]), "kl": r["kl"], "diff": float(r["diff"]),
-                            "interval": cautious_interval(r), "verdict": verdict_cautious(r)})
+                            "interval": cautious_interval(r), "verdict": verdict_cautious(r),
+                            "diff_same_seeds_at_recorded_kl": r.get("diff_same_seeds_at_recorded_kl", float(r["diff"]))})
     return out
 
 

@@ -374,6 +374,7 @@ def test_reading_beyond_the_shortest_seed_goes_as_far_as_enough_seeds_reach_and_
     far = summary.reading_beyond_shortest_seed(metrics, c, 3)
     assert (far["kl"], far["n_seeds"]) == (3.0, 3)
     assert far["diff"] == pytest.approx(0.1 * math.sqrt(3))
+    assert far["diff_same_seeds_at_recorded_kl"] == pytest.approx(0.1)  # those three seeds at the record's KL 1
     with pytest.raises(ValueError, match="fewer than the 6"):
         summary.reading_beyond_shortest_seed(metrics, c, 6)
     rows_out = summary.beyond_shortest_seed()  # the committed records: each comparison at 5, 4 and 3 seeds
