@@ -113,7 +113,7 @@ def verdicts_table(verdicts: list[dict], stale_studies: set[str], notebooks: str
 
 
 def reading_line(readings: list[dict]) -> str:
-    """06's checks of the matched-KL readings (`summary.reading_sensitivity`, kept in its record): how many verdicts
+    """06's checks of the matched-KL readings (`readings.reading_sensitivity`, kept in its record): how many verdicts
     change, and how far the differences move, when the curves are read in √KL and when β is chosen on other prompts."""
     _, metric_name = _names()
     changed = sum(r["verdict"] != r["verdict_sqrt_kl"] for r in readings)
@@ -133,7 +133,7 @@ def reading_line(readings: list[dict]) -> str:
 
 
 def beyond_line(rows: list[dict]) -> str:
-    """06's reading of each reward comparison further out on fewer seeds (`summary.beyond_shortest_seed`, kept in its
+    """06's reading of each reward comparison further out on fewer seeds (`readings.beyond_shortest_seed`, kept in its
     record) in one sentence: how many of those readings are resolved, and how far out they go."""
     # a sweep's middle β repeats its study's comparison: count each reading once
     further = list({(r.get("method"), r.get("baseline"), r["n_seeds"], r["kl"], r.get("diff")): r
