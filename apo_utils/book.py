@@ -114,7 +114,8 @@ def verdicts_table(verdicts: list[dict], stale_studies: set[str], notebooks: str
 
 def reading_line(readings: list[dict]) -> str:
     """06's checks of the matched-KL readings (`readings.reading_sensitivity`, kept in its record): how many verdicts
-    change, and how far the differences move, when the curves are read in √KL and when β is chosen on other prompts."""
+    change, and how far the differences move, when the curves are read in √KL and when β is chosen on other seeds
+    and prompts."""
     _, metric_name = _names()
     changed = sum(r["verdict"] != r["verdict_sqrt_kl"] for r in readings)
     moves = {}
@@ -127,7 +128,7 @@ def reading_line(readings: list[dict]) -> str:
     if best_of:
         changed = sum(r["verdict"] != r["verdict_beta_elsewhere"] for r in best_of)
         largest = max(abs(r["diff_beta_elsewhere"] - r["diff"]) for r in best_of)
-        line += (f" **Each best-of-β comparison with β chosen on the other half of the prompts:** {changed} of "
+        line += (f" **Each best-of-β comparison with β chosen on other seeds and prompts:** {changed} of "
                  f"{len(best_of)} verdicts change; the differences move by at most {largest:.3f}.")
     return line
 

@@ -2,10 +2,10 @@
 
 A matched-KL comparison (`stats.matched_kl_comparison`) makes three choices a skeptic may question: it draws a
 straight line in KL between the two checkpoints around the budget; where each side trained at several β, it picks
-the best β on the very prompts it then scores; and its budgets stop where the shortest-moving seed stops. Each
-function here redoes the comparisons of the committed run records with one choice changed (`read_in_root_kl`,
-`beta_chosen_elsewhere`, `reading_beyond_shortest_seed`), reading only what the records keep, and
-`reading_sensitivity` / `beyond_shortest_seed` gather them over the records notebook 06 reads.
+the best β on the very seeds and prompts it then scores; and its budgets stop where the shortest-moving seed
+stops. Each function here redoes the comparisons of the committed run records with one choice changed
+(`read_in_root_kl`, `beta_chosen_elsewhere`, `reading_beyond_shortest_seed`), reading only what the records keep,
+and `reading_sensitivity` / `beyond_shortest_seed` gather them over the records notebook 06 reads.
 """
 
 from __future__ import annotations
@@ -47,32 +47,41 @@ def read_in_root_kl(metrics: dict, comparison: dict) -> dict:
 
 
 def beta_chosen_elsewhere(metrics: dict, comparison: dict) -> dict:
-    """A best-of-β matched-KL comparison of a record, redone with no prompt voting for the β it is measured at. The
-    record picks each side's β on the same prompts it then measures the difference on: optimistic for both sides,
-    though not necessarily equally. Here the held-out prompts are split by position, even and odd; each half is
-    measured at the βs that the other half's rewards chose (the record's rule otherwise), and the halves are put
-    back together into one seeds x prompts matrix. Adds 'betas': the (method β, baseline β) each half chose."""
+    """A best-of-β matched-KL comparison of a record, redone so that no seed and no prompt votes for the β it is
+    measured at. The record picks each side's β on the same seeds and prompts it then measures the difference on:
+    optimistic for both sides, though not necessarily equally. Here the held-out prompts are split by position, even
+    and odd, and each seed's half is measured at the βs that the other seeds' other half chose (by reward, among the
+    βs that reach the budget on every seed, as the record's rule); the pieces are put back together into one
+    seeds x prompts matrix. Adds 'betas': the (method β, baseline β) chosen for each seed and half."""
     c = comparison
     rows = _rows_read(metrics, c, every_beta=True)
+    seeds = sorted({r["seed"] for r in rows})
+    reach: dict[tuple, float] = {}
+    for r in rows:
+        key = (r["method"], r["beta"], r["seed"])
+        reach[key] = max(reach.get(key, 0.0), r["kl"])
+    candidates = {(m, b) for m, b, _ in reach if all(reach.get((m, b, s), 0.0) >= c["kl"] for s in seeds)}
+    rows = [r for r in rows if (r["method"], r["beta"]) in candidates]
 
-    def half(parity: int) -> list[dict]:
-        return [dict(r, **{k: r[k][parity::2] for k in PER_PROMPT.values() if k in r}) for r in rows]
+    def elsewhere(seed: int, parity: int) -> list[dict]:  # the other seeds, the other half of the prompts
+        return [dict(r, **{k: r[k][1 - parity::2] for k in PER_PROMPT.values() if k in r}) for r in rows
+                if r["seed"] != seed]
 
-    parts, betas = [], []
-    for parity in (0, 1):
-        other = matched_kl_comparison(half(1 - parity), c["setting"], c["method"], c["baseline"], c["kl"],
-                                      c.get("matters", 0.03))
-        betas.append((other["beta"], other["baseline_beta"]))
-        parts.append(matched_kl_differences(rows, c["setting"], c["method"], c["baseline"], c["kl"], other["beta"],
-                                            other["baseline_beta"], c["metric"]))
-    if parts[0].shape[0] != parts[1].shape[0]:
-        raise ValueError(f"{c['method']!r} - {c['baseline']!r} at KL {c['kl']:g}: the two halves' βs were run on "
-                         f"different seeds ({parts[0].shape[0]} and {parts[1].shape[0]})")
-    n = min(p.shape[1] for p in parts)
-    diff = np.empty((parts[0].shape[0], n))
-    diff[:, 0::2], diff[:, 1::2] = parts[0][:, :n][:, 0::2], parts[1][:, :n][:, 1::2]
-    seed = seed_interval(diff.mean(1))
-    return {**seeds_by_units_bootstrap(diff), "seed_ci95": seed["ci95"], "seed_half_width": seed["half_width"],
+    pieces, betas = {}, []
+    for seed in seeds:
+        for parity in (0, 1):
+            chosen = matched_kl_comparison(elsewhere(seed, parity), c["setting"], c["method"], c["baseline"], c["kl"],
+                                           c.get("matters", 0.03))
+            betas.append((chosen["beta"], chosen["baseline_beta"]))
+            pieces[(seed, parity)] = matched_kl_differences(
+                [r for r in rows if r["seed"] == seed], c["setting"], c["method"], c["baseline"], c["kl"],
+                chosen["beta"], chosen["baseline_beta"], c["metric"])[0]
+    n = min(p.size for p in pieces.values())
+    diff = np.empty((len(seeds), n))
+    for i, seed in enumerate(seeds):
+        diff[i, 0::2], diff[i, 1::2] = pieces[(seed, 0)][:n][0::2], pieces[(seed, 1)][:n][1::2]
+    seed_ci = seed_interval(diff.mean(1))
+    return {**seeds_by_units_bootstrap(diff), "seed_ci95": seed_ci["ci95"], "seed_half_width": seed_ci["half_width"],
             "matters": c.get("matters", 0.03), "betas": betas}
 
 
@@ -104,8 +113,9 @@ def reading_beyond_shortest_seed(metrics: dict, comparison: dict, n_seeds: int) 
 
 def beyond_shortest_seed(records: list[dict], profile: str = "cpu", seed_counts=(4, 3)) -> list[dict]:
     """Each reward comparison at matched KL on five or more seeds and one β a side, of the `profile` run records
-    among `records` (`summary.records`, each with its 'study', 'profile' and 'metrics'): its largest budget as recorded, then read further out on fewer seeds (`reading_beyond_shortest_seed`,
-    one row for each of `seed_counts`). Rows: study, setting, method, baseline, n_seeds, kl, diff, interval,
+    among `records` (`summary.records`, each with its 'study', 'profile' and 'metrics'): its largest budget as
+    recorded, then read further out on fewer seeds (`reading_beyond_shortest_seed`, one row for each of
+    `seed_counts`). Rows: study, setting, method, baseline, n_seeds, kl, diff, interval,
     verdict, diff_same_seeds_at_recorded_kl (the recorded row's own diff on its own row)."""
     out = []
     for rec in records:
@@ -124,17 +134,18 @@ def beyond_shortest_seed(records: list[dict], profile: str = "cpu", seed_counts=
                 out.append({"study": rec["study"], "setting": c["setting"], "method": c["method"],
                             "baseline": c["baseline"], "n_seeds": int(r["n_seeds"]), "kl": r["kl"],
                             "diff": float(r["diff"]), "interval": cautious_interval(r), "verdict": verdict_cautious(r),
-                            "diff_same_seeds_at_recorded_kl": float(r.get("diff_same_seeds_at_recorded_kl", r["diff"]))})
+                            "diff_same_seeds_at_recorded_kl": float(r.get("diff_same_seeds_at_recorded_kl",
+                                                                          r["diff"]))})
     return out
 
 
 def reading_sensitivity(records: list[dict], profile: str = "cpu") -> list[dict]:
-    """Every matched-KL comparison of the `profile` run records among `records` (`summary.records`), as recorded and read two other ways: in √KL
-    (`read_in_root_kl`), and, where the record chose each side's best β, with β chosen on other prompts
-    (`beta_chosen_elsewhere`). A verdict that changed with the reading would rest on how the curves were read rather
-    than on the policies. Rows: study, setting, method, baseline, metric, kl, diff and verdict as recorded;
-    diff_sqrt_kl, interval_sqrt_kl, verdict_sqrt_kl; diff_beta_elsewhere, interval_beta_elsewhere,
-    verdict_beta_elsewhere (None where the record read one β a side)."""
+    """Every matched-KL comparison of the `profile` run records among `records` (`summary.records`), as recorded
+    and read two other ways: in √KL (`read_in_root_kl`), and, where the record chose each side's best β, with β
+    chosen on other seeds and prompts (`beta_chosen_elsewhere`). A verdict that changed with the reading would rest
+    on how the curves were read rather than on the policies. Rows: study, setting, method, baseline, metric, kl,
+    diff and verdict as recorded; diff_sqrt_kl, interval_sqrt_kl, verdict_sqrt_kl; diff_beta_elsewhere,
+    interval_beta_elsewhere, verdict_beta_elsewhere, betas_elsewhere (None where the record read one β a side)."""
     out = []
     for rec in records:
         if rec["profile"] != profile:
@@ -149,5 +160,6 @@ def reading_sensitivity(records: list[dict], profile: str = "cpu") -> list[dict]
                         "interval_sqrt_kl": cautious_interval(again), "verdict_sqrt_kl": verdict_cautious(again),
                         "diff_beta_elsewhere": float(elsewhere["diff"]) if elsewhere else None,
                         "interval_beta_elsewhere": cautious_interval(elsewhere) if elsewhere else None,
-                        "verdict_beta_elsewhere": verdict_cautious(elsewhere) if elsewhere else None})
+                        "verdict_beta_elsewhere": verdict_cautious(elsewhere) if elsewhere else None,
+                        "betas_elsewhere": elsewhere["betas"] if elsewhere else None})
     return out

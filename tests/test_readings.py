@@ -54,23 +54,41 @@ def test_every_committed_matched_kl_comparison_is_read_again():
     assert best_of > 0 and sum(math.isfinite(r["diff_beta_elsewhere"] or math.nan) for r in rows) == best_of
 
 
-def test_a_beta_chosen_on_other_prompts_removes_the_lead_that_choosing_on_the_same_ones_buys():
+def _two_beta_rows(method, beta, offset):
+    """Five seeds, eight prompts, checkpoints at KL 0, 1 and 2; offset(seed, prompt) is added from KL 1 on."""
+    return [{"setting": "high", "method": method, "seed": s, "beta": beta, "step": i, "kl": kl, "reward": 0.0,
+             "prompt_rewards": [0.5 + (offset(s, p) if kl else 0.0) for p in range(8)]}
+            for s in range(5) for i, kl in enumerate([0.0, 1.0, 2.0])]
+
+
+COMPARISON = {"setting": "high", "method": "method", "baseline": "base", "kl": 1.0, "metric": "reward",
+              "matters": 0.01, "baseline_beta": 0.1}
+
+
+def test_a_beta_lucky_on_half_the_prompts_loses_the_lead_it_buys_when_chosen_on_the_other_half():
     """β 0.1 is better on the even prompts and β 0.2 on the odd ones, by the same amount, and neither is better on
     average than the baseline's curve. Chosen on all prompts, the best β seems to lead the baseline by 0.05; chosen
     on the other half, each half is measured at the β that is worse there, and the lead is gone."""
-    def rows(method, beta, offset):  # offset(prompt) is added from the first checkpoint on
-        return [{"setting": "high", "method": method, "seed": s, "beta": beta, "step": i, "kl": kl,
-                 "prompt_rewards": [0.5 + (offset(p) if kl else 0.0) for p in range(8)],
-                 "reward": 0.0} for s in range(5) for i, kl in enumerate([0.0, 1.0, 2.0])]
-
-    metrics = {"frontiers": rows("method", 0.1, lambda p: 0.1 * (p % 2 == 0)) +
-               rows("method", 0.2, lambda p: 0.1 * (p % 2 == 1)) + rows("base", 0.1, lambda p: 0.0)}
-    c = {"setting": "high", "method": "method", "baseline": "base", "kl": 1.0, "metric": "reward", "matters": 0.01}
-    same = matched_kl_comparison(metrics["frontiers"], "high", "method", "base", 1.0, 0.01)
+    rows = (_two_beta_rows("method", 0.1, lambda s, p: 0.1 * (p % 2 == 0))
+            + _two_beta_rows("method", 0.2, lambda s, p: 0.1 * (p % 2 == 1))
+            + _two_beta_rows("base", 0.1, lambda s, p: 0))
+    same = matched_kl_comparison(rows, "high", "method", "base", 1.0, 0.01)
     assert same["diff"] == pytest.approx(0.05)
-    elsewhere = readings.beta_chosen_elsewhere(metrics, dict(c, beta=same["beta"], baseline_beta=0.1))
+    elsewhere = readings.beta_chosen_elsewhere({"frontiers": rows}, dict(COMPARISON, beta=same["beta"]))
     assert elsewhere["diff"] == pytest.approx(0.0, abs=1e-12)
-    assert elsewhere["betas"] == [(0.2, 0.1), (0.1, 0.1)]  # the even half measured at the odd half's choice
+    assert elsewhere["betas"] == [(0.2, 0.1), (0.1, 0.1)] * 5  # each seed's even half at the odd half's choice
+
+
+def test_a_beta_lucky_on_one_seed_loses_the_lead_it_buys_when_chosen_on_the_other_seeds():
+    """β 0.1 gains 0.1 on seed 0 alone, β 0.2 gains 0.01 on every seed. On all seeds β 0.1 wins (0.02 on average);
+    chosen without seed 0, seed 0 is read at β 0.2 (+0.01), and the other seeds, which choose with seed 0, at β 0.1
+    (0): the lead shrinks from 0.02 to 0.002."""
+    rows = (_two_beta_rows("method", 0.1, lambda s, p: 0.1 * (s == 0))
+            + _two_beta_rows("method", 0.2, lambda s, p: 0.01) + _two_beta_rows("base", 0.1, lambda s, p: 0))
+    same = matched_kl_comparison(rows, "high", "method", "base", 1.0, 0.01)
+    assert (same["beta"], same["diff"]) == (0.1, pytest.approx(0.02))
+    elsewhere = readings.beta_chosen_elsewhere({"frontiers": rows}, dict(COMPARISON, beta=same["beta"]))
+    assert elsewhere["diff"] == pytest.approx(0.002)
 
 
 def test_reading_beyond_the_shortest_seed_goes_as_far_as_enough_seeds_reach_and_reads_those_seeds():
@@ -90,7 +108,8 @@ def test_reading_beyond_the_shortest_seed_goes_as_far_as_enough_seeds_reach_and_
     assert far["diff_same_seeds_at_recorded_kl"] == pytest.approx(0.1)  # those three seeds at the record's KL 1
     with pytest.raises(ValueError, match="fewer than the 6"):
         readings.reading_beyond_shortest_seed(metrics, c, 6)
-    rows_out = readings.beyond_shortest_seed(summary.records(committed_only=True))  # the committed records: each comparison at 5, 4 and 3 seeds
+    # the committed records: each comparison at 5, 4 and 3 seeds, each further out than the last
+    rows_out = readings.beyond_shortest_seed(summary.records(committed_only=True))
     assert rows_out and {r["n_seeds"] for r in rows_out} >= {3, 4, 5}
     for five, four, three in zip(*[iter(rows_out)] * 3):
         assert five["n_seeds"] >= 5 and (four["n_seeds"], three["n_seeds"]) == (4, 3)
