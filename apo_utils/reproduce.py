@@ -31,8 +31,8 @@ def notebooks(folder: Path | None = None) -> list[Path]:
 
 
 def _matches(value: str, nb: Path) -> bool:
-    """`value` names `nb`: its two-digit number ('01') or the start of its name ('01_imdb'); as `select` refuses
-    single digits, a value names at most one notebook."""
+    """`value` names `nb`: its two-digit number ('02', which also names its companion 02b) or the start of its name
+    ('02_madpo' names 02 alone); `select` refuses single digits, which would name a whole range."""
     return nb.stem.startswith(value)
 
 
