@@ -55,12 +55,20 @@ def beta_chosen_elsewhere(metrics: dict, comparison: dict) -> dict:
     seeds x prompts matrix. Adds 'betas': the (method β, baseline β) chosen for each seed and half."""
     c = comparison
     rows = _rows_read(metrics, c, every_beta=True)
-    seeds = sorted({r["seed"] for r in rows})
+    # the seeds every β of both sides ran, which the record's best-of-β reading compared (a sweep's other βs may run
+    # on fewer seeds than the main notebook's β)
+    runs = {(r["method"], r["beta"]) for r in rows if r["method"] in (c["method"], c["baseline"])}
+    seeds = sorted(set.intersection(*({r["seed"] for r in rows if (r["method"], r["beta"]) == k} for k in runs)))
+    rows = [r for r in rows if r["seed"] in seeds]
     reach: dict[tuple, float] = {}
     for r in rows:
         key = (r["method"], r["beta"], r["seed"])
         reach[key] = max(reach.get(key, 0.0), r["kl"])
     candidates = {(m, b) for m, b, _ in reach if all(reach.get((m, b, s), 0.0) >= c["kl"] for s in seeds)}
+    for side in (c["method"], c["baseline"]):
+        if not any(m == side for m, _ in candidates):
+            raise ValueError(f"no β of {side!r} reaches KL {c['kl']:g} on every seed {seeds} that all its βs and the "
+                             f"other side's ran, in setting {c['setting']!r}")
     rows = [r for r in rows if (r["method"], r["beta"]) in candidates]
 
     def elsewhere(seed: int, parity: int) -> list[dict]:  # the other seeds, the other half of the prompts

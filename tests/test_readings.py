@@ -54,11 +54,11 @@ def test_every_committed_matched_kl_comparison_is_read_again():
     assert best_of > 0 and sum(math.isfinite(r["diff_beta_elsewhere"] or math.nan) for r in rows) == best_of
 
 
-def _two_beta_rows(method, beta, offset):
+def _two_beta_rows(method, beta, offset, seeds=range(5)):
     """Five seeds, eight prompts, checkpoints at KL 0, 1 and 2; offset(seed, prompt) is added from KL 1 on."""
     return [{"setting": "high", "method": method, "seed": s, "beta": beta, "step": i, "kl": kl, "reward": 0.0,
              "prompt_rewards": [0.5 + (offset(s, p) if kl else 0.0) for p in range(8)]}
-            for s in range(5) for i, kl in enumerate([0.0, 1.0, 2.0])]
+            for s in seeds for i, kl in enumerate([0.0, 1.0, 2.0])]
 
 
 COMPARISON = {"setting": "high", "method": "method", "baseline": "base", "kl": 1.0, "metric": "reward",
@@ -89,6 +89,21 @@ def test_a_beta_lucky_on_one_seed_loses_the_lead_it_buys_when_chosen_on_the_othe
     assert (same["beta"], same["diff"]) == (0.1, pytest.approx(0.02))
     elsewhere = readings.beta_chosen_elsewhere({"frontiers": rows}, dict(COMPARISON, beta=same["beta"]))
     assert elsewhere["diff"] == pytest.approx(0.002)
+
+
+def test_beta_chosen_elsewhere_reads_the_seeds_every_beta_ran_and_says_when_no_beta_reaches():
+    """A sweep's second β ran on three seeds of five, as on `smoke`: the best-of-β reading is made on those three
+    seeds, as the record's is, not on all five with the second β left out. A budget no β reaches on those seeds is
+    an error that names the side, the budget and the seeds."""
+    rows = (_two_beta_rows("method", 0.1, lambda s, p: 0.0) + _two_beta_rows("method", 0.2, lambda s, p: 0.01, range(3))
+            + _two_beta_rows("base", 0.1, lambda s, p: 0))
+    three = [r for r in rows if r["seed"] < 3]
+    same = matched_kl_comparison(three, "high", "method", "base", 1.0, 0.01)
+    assert (same["beta"], same["n_seeds"]) == (0.2, 3)
+    elsewhere = readings.beta_chosen_elsewhere({"frontiers": rows}, dict(COMPARISON, beta=same["beta"]))
+    assert elsewhere["n_seeds"] == 3 and elsewhere["diff"] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match=r"no β of 'method' reaches KL 2.5 on every seed \[0, 1, 2\]"):
+        readings.beta_chosen_elsewhere({"frontiers": rows}, dict(COMPARISON, beta=0.2, kl=2.5))
 
 
 def test_reading_beyond_the_shortest_seed_goes_as_far_as_enough_seeds_reach_and_reads_those_seeds():
