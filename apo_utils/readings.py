@@ -58,7 +58,8 @@ def beta_chosen_elsewhere(metrics: dict, comparison: dict) -> dict:
     # the seeds every β of both sides ran, which the record's best-of-β reading compared (a sweep's other βs may run
     # on fewer seeds than the main notebook's β)
     runs = {(r["method"], r["beta"]) for r in rows if r["method"] in (c["method"], c["baseline"])}
-    seeds = sorted(set.intersection(*({r["seed"] for r in rows if (r["method"], r["beta"]) == k} for k in runs)))
+    seeds = sorted(set.intersection(*[{r["seed"] for r in rows if (r["method"], r["beta"]) == k} for k in runs])
+                   if runs else [])  # no rows for either side: the check below says so
     rows = [r for r in rows if r["seed"] in seeds]
     reach: dict[tuple, float] = {}
     for r in rows:

@@ -104,6 +104,8 @@ def test_beta_chosen_elsewhere_reads_the_seeds_every_beta_ran_and_says_when_no_b
     assert elsewhere["n_seeds"] == 3 and elsewhere["diff"] == pytest.approx(0.01)
     with pytest.raises(ValueError, match=r"no β of 'method' reaches KL 2.5 on every seed \[0, 1, 2\]"):
         readings.beta_chosen_elsewhere({"frontiers": rows}, dict(COMPARISON, beta=0.2, kl=2.5))
+    with pytest.raises(ValueError, match=r"no β of 'method' reaches KL 1 on every seed \[\]"):  # a record without rows
+        readings.beta_chosen_elsewhere({"frontiers": []}, dict(COMPARISON, beta=0.2))
 
 
 def test_reading_beyond_the_shortest_seed_goes_as_far_as_enough_seeds_reach_and_reads_those_seeds():
