@@ -55,7 +55,7 @@ def test_every_committed_matched_kl_comparison_is_read_again():
 
 
 def _two_beta_rows(method, beta, offset, seeds=range(5)):
-    """Five seeds, eight prompts, checkpoints at KL 0, 1 and 2; offset(seed, prompt) is added from KL 1 on."""
+    """Five seeds (or `seeds`), eight prompts, checkpoints at KL 0, 1 and 2; offset(seed, prompt) is added from KL 1 on."""
     return [{"setting": "high", "method": method, "seed": s, "beta": beta, "step": i, "kl": kl, "reward": 0.0,
              "prompt_rewards": [0.5 + (offset(s, p) if kl else 0.0) for p in range(8)]}
             for s in seeds for i, kl in enumerate([0.0, 1.0, 2.0])]
