@@ -35,6 +35,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from . import summary
+from .formatting import bound as _bound, interval, mean_sd
 from .storage import repo_root
 
 CHAPTERS = summary.NOTEBOOKS  # the notebooks in reading order, the summary last
@@ -68,7 +69,7 @@ def headline_table(rec: dict) -> str:
     name, _ = _names()
     rows = summary._rows_of(rec, summary.EXTRACT[rec["study"]]) if rec["study"] in summary.EXTRACT else []
     return md_table(["setting", "metric", "method", "mean ± sd (seeds)"],
-                    [[r["setting"], r["metric"], name(r["method"]), f"{r['mean']:.3f} ± {r['sd']:.3f} ({r['n']})"]
+                    [[r["setting"], r["metric"], name(r["method"]), mean_sd(r["mean"], r["sd"], r["n"])]
                      for r in rows]) if rows else ""
 
 
@@ -85,7 +86,7 @@ def comparisons_table(comps: list[dict], with_study: bool = False) -> str:
         seed = c.get("seed_ci95")
         lo, hi = cautious_interval(c)
         row = [f"{name(c['method'])} − {name(c['baseline'])}", c["setting"], metric_name(c["metric"]), where(c),
-               f"{c['diff']:+.3f} [{_bound(lo)}, {_bound(hi, True)}]", verdict_cautious(c),
+               interval(c["diff"], lo, hi), verdict_cautious(c),
                f"[{_bound(c['ci95'][0])}, {_bound(c['ci95'][1], True)}]",
                f"[{_bound(seed[0])}, {_bound(seed[1], True)}]" if isinstance(seed, (list, tuple)) else "–",
                c["n_seeds"], c.get("n_units", c.get("n_pairs", "–"))]
@@ -106,7 +107,7 @@ def verdicts_table(verdicts: list[dict], stale_studies: set[str], notebooks: str
         lo, hi = v["interval"]
         mark = " †" if v["study"] in stale_studies else ""
         study = _chapter_link(v["study"], notebooks) if notebooks else summary._title(v["study"])
-        rows.append([v["claim"], study + mark, v["verdict"], f"{v['diff']:+.3f} [{_bound(lo)}, {_bound(hi, True)}]",
+        rows.append([v["claim"], study + mark, v["verdict"], interval(v["diff"], lo, hi),
                      f"{name(v['method'])} − {name(v['baseline'])} in {metric_name(v['metric'])}; "
                      + ", ".join(x for x in (setting_label(v["setting"]), v["at"]) if x), v["n_seeds"]])
     return md_table(["claim", "chapter", "verdict", "difference [95 % interval]", "measured as", "seeds"], rows)
@@ -158,13 +159,6 @@ def samples_table(samples: list[dict]) -> str:
     rows = [[s["method"] if s["method"] == "starting policy" else name(s["method"]), f"{float(s['kl']):.2f}",
              f"**{_plain(s['prompt'])}** {_plain(s['sample'])}"] for s in samples]
     return md_table(["policy", "KL (nats)", "held-out prompt (bold) and the policy's continuation"], rows) if rows else ""
-
-
-def _bound(x, upper: bool = False) -> str:
-    """A bound of an interval; a JSON record stores a single seed's infinite bound as null."""
-    if x is None:
-        return "+∞" if upper else "−∞"
-    return "−∞" if x == float("-inf") else "+∞" if x == float("inf") else f"{x:+.3f}"
 
 
 def _chapter_link(study: str, notebooks: str) -> str:
@@ -246,12 +240,14 @@ def found_page(root: Path) -> str:
         claimed = {v["study"] for v in verdicts}
         older = [s for s in CHAPTERS if s in stale_studies & claimed and not any(
             isinstance(c.get("kl"), (int, float)) for c in records[s]["metrics"].get("comparisons", []))]
-        parts.append("† Made by an older version of the code it runs (`figures/stale.json` lists it)."
+        parts.append("† Made before a change to the code its notebook runs (`figures/stale.json` says which): it may "
+                     "move when the notebook is run again."
                      + (f" {', '.join(_chapter_link(s, '../notebooks') for s in older)}: these rows compare "
                         "methods after the same number of steps only, so a reward claim there is not settled." if older else ""))
     rows = [r for r in summary.collect(root, profiles=("cpu", "gpu"), committed_only=True)]
     parts.append("## Every number, by chapter")
-    parts.append("Mean ± sd over seeds (number of seeds), one column a profile; † marks a record made by older code. "
+    parts.append("Mean ± sd over seeds (number of seeds), one column a profile, each run at its own settings "
+                 "([profiles](profiles.md)); † marks a result made before a change to the code its notebook runs. "
                  "The [provenance appendix](provenance.md) says which device, code and packages made each record.")
     for study in CHAPTERS:
         mine = [r for r in rows if r["study"] == study]
@@ -262,7 +258,7 @@ def found_page(root: Path) -> str:
         for r in mine:
             mark = " †" if f"figures/{study}/{r['profile']}/run_record.json" in stale else ""
             cells.setdefault((r["metric"], r["setting"], name(r["method"])), {})[r["profile"]] = (
-                f"{r['mean']:.3f} ± {r['sd']:.3f} ({r['n']}){mark}")
+                mean_sd(r["mean"], r["sd"], r["n"]) + mark)
         parts += [f"### {_chapter_link(study, '../notebooks')}",
                   md_table(["metric", "setting", "method"] + [f"`{p}`" for p in profiles],
                            [list(k) + [v.get(p, "–") for p in profiles] for k, v in cells.items()])]

@@ -19,7 +19,7 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
-from . import code_version, profiles
+from . import code_version, formatting, profiles
 from .records import time_from_nothing
 from .stats import cautious_interval, verdict_cautious, where
 from .storage import atomic_write_bytes, repo_root
@@ -316,7 +316,7 @@ def markdown(rows: list[dict], stale: dict[str, str] | None = None) -> str:
     for r in rows:
         key = (r["study"], r["metric"], r["setting"], r["method"])
         mark = " †" if f"figures/{r['study']}/{r['profile']}/run_record.json" in stale else ""
-        cells.setdefault(key, {})[r["profile"]] = f"{r['mean']:.3f} ± {r['sd']:.3f} ({r['n']}){mark}"
+        cells.setdefault(key, {})[r["profile"]] = formatting.mean_sd(r["mean"], r["sd"], r["n"]) + mark
     lines = ["| study | metric | setting | method | " + " | ".join(f"`{p}`" for p in profiles) + " |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in profiles) + " |"]
     for key in sorted(cells):
@@ -325,7 +325,8 @@ def markdown(rows: list[dict], stale: dict[str, str] | None = None) -> str:
     lines += ["", "Mean ± sd over seeds (number of seeds). Sources: "
               + "; ".join(f"{s} `{p}` on {d} at {c}" for s, p, d, c in sources) + "."]
     if stale:
-        lines += ["", "† stale: made by an older version of the code it depends on (figures/stale.json says why)."]
+        lines += ["", "† made before a change to the code its notebook runs (figures/stale.json says which): it may move "
+                      "when the notebook is run again."]
     return "\n".join(lines)
 
 
@@ -463,7 +464,7 @@ def comparisons_markdown(rows: list[dict], stale: dict[str, str] | None = None) 
         mark = " †" if c["path"] in stale else ""
         lo, hi = cautious_interval(c)  # the interval the verdict reads
         lines.append(f"| {c['study']} | {c['setting']} | {c['metric']} | {c['method']} − {c['baseline']} | {where(c)} | "
-                     f"{c['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {c['n_seeds']} | {verdict_cautious(c)} | "
+                     f"{formatting.interval(c['diff'], lo, hi)} | {c['n_seeds']} | {verdict_cautious(c)} | "
                      f"`{c['profile']}`{mark} |")
     return "\n".join(lines)
 
@@ -491,8 +492,7 @@ def readme_section(root: Path | None = None) -> str:
         claims.setdefault((v["claim"], v["study"], v["method"], v["baseline"], v["metric"], v["setting"]), []).append(v)
     for (claim, study, method, baseline, metric, setting), vs in claims.items():
         def interval(v):
-            lo, hi = (("−∞" if x == -math.inf else "+∞" if x == math.inf else f"{x:+.3f}") for x in v["interval"])
-            return f"{v['diff']:+.3f} [{lo}, {hi}]" + (f" at {v['at']}" if len(vs) > 1 else "")
+            return formatting.interval(v["diff"], *v["interval"]) + (f" at {v['at']}" if len(vs) > 1 else "")
         words = {v["verdict"] for v in vs}
         verdict = vs[0]["verdict"] if len(words) == 1 else "; ".join(f"{v['verdict']} at {v['at']}" for v in vs)
         measured = ", ".join(x for x in (setting_label(setting), vs[0]["at"] if len(vs) == 1 else "") if x)
