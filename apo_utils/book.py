@@ -9,6 +9,8 @@ that every relative link works unchanged:
   before its findings: the record's figures, its headline numbers and its paired comparisons, read from the
   record (`summary`, `stats`, with `plotting`'s names for methods and metrics), and a line when figures/stale.json
   lists the record as made by older code;
+* under each code cell whose code is unchanged, what the same run printed (`cell_outputs`: tables and text, kept
+  beside the record);
 * two generated pages: "What the kit found" (`summary.verdicts`, every number and comparison) and the provenance
   appendix (profile, device, seeds, commit, time and packages of every record), the one page that shows commits;
 * the figures, LICENSE and CITATION.cff, the Colab badge as a local image and MathJax from the
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from . import summary
+from . import cell_outputs, summary
 from .formatting import bound as _bound, interval, mean_sd
 from .storage import repo_root
 
@@ -176,9 +178,10 @@ def stale_line(path: str, stale: dict[str, str]) -> str:
             "its numbers and figures may change when the notebook is run again.*" if path in stale else "")
 
 
-def results_cell(rec: dict, stale: dict[str, str], shown: frozenset[str] = frozenset()) -> str:
+def results_cell(rec: dict, stale: dict[str, str], shown: frozenset[str] = frozenset(), printed: int = 0) -> str:
     """The markdown a chapter shows for its committed `cpu` run: figures, headline numbers, paired comparisons.
-    Figures in `shown` (those the chapter's own text embeds) are not repeated."""
+    Figures in `shown` (those the chapter's own text embeds) are not repeated; `printed`: how many code cells show
+    this run's printed output (`cell_outputs`)."""
     study = rec["study"]
     seeds = rec.get("seeds") or []
     parts = [RESULTS_HEADING,
@@ -186,6 +189,9 @@ def results_cell(rec: dict, stale: dict[str, str], shown: frozenset[str] = froze
              f"on {rec.get('device', 'an unrecorded device')}), read from `{rec['_path']}` when this book was built. "
              "Running the notebook makes your own; the [provenance appendix](../book/provenance.md) says what "
              "made this one."]
+    if printed:
+        parts.append(f"The tables and text under {printed} of this chapter's code cells are what this run printed "
+                     "(figures are shown here, not under their cells).")
     if line := stale_line(rec["_path"], stale):
         parts.append(line)
     for fig in (f for f in rec.get("figures", []) if f not in shown):
@@ -320,6 +326,19 @@ def _results_position(cells: list[dict]) -> int:
     return len(cells)
 
 
+def committed_outputs(root: Path, study: str) -> dict | None:
+    """What the committed `cpu` run of `study` printed (`cell_outputs.save`), if git tracks it (any file without
+    git history)."""
+    name = f"figures/{study}/{PROFILE}/{cell_outputs.FILE}"
+    tracked = summary._committed(root)
+    if tracked is not None and name not in tracked:
+        return None
+    try:
+        return json.loads((root / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def stage_notebook(study: str, root: Path, records: dict[str, dict], stale: dict[str, str]) -> str:
     nb = json.loads((root / "notebooks" / f"{study}.ipynb").read_text())
     shown = set()  # the committed figures the chapter's text embeds itself, as a reader on GitHub sees them
@@ -327,7 +346,8 @@ def stage_notebook(study: str, root: Path, records: dict[str, dict], stale: dict
         if c["cell_type"] == "markdown":
             c["source"] = _local_badge("".join(c["source"]), f"notebooks/{study}.ipynb")
             shown |= set(re.findall(r"\]\(\.\./(figures/[^)\s]+\.png)\)", c["source"]))
-    text = (results_cell(records[study], stale, frozenset(shown)) if study in records
+    printed = cell_outputs.restore(nb, committed_outputs(root, study), records.get(study))
+    text = (results_cell(records[study], stale, frozenset(shown), printed) if study in records
             else NO_RECORD.format(num=study.split("_")[0]))
     cell = {"cell_type": "markdown", "id": "committed-results", "metadata": {}, "source": text}
     nb["cells"].insert(_results_position(nb["cells"]), cell)

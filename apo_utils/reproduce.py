@@ -5,21 +5,23 @@ copy lands in `<output-dir>/executed/`. The run stops at the first notebook that
 one, which cell and why. It resumes: a notebook that already finished with the same profile, seed, notebook
 content and package code is skipped, and inside a notebook the expensive steps are cached. `--force` re-runs every
 notebook and recomputes every cached step made before it started (`storage.RECOMPUTE_SINCE`).
-The summary notebook (`06_summary`) always runs last, so the table reflects every record.
+The summary notebook (`06_summary`) always runs last, so the table reflects every record. What each notebook's cells
+printed is kept beside the record it wrote (`cell_outputs`), for the book to show.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import code_version, profiles
-from .records import UPDATE_REFERENCE
+from . import cell_outputs, code_version, profiles
+from .records import UPDATE_REFERENCE, figures_root
 from .storage import RECOMPUTE_SINCE, atomic_write_json, read_json_or_none, repo_root
 
 ALWAYS = ("06_summary",)  # cheap, and must see the records the other notebooks just wrote
@@ -107,6 +109,8 @@ def _run_each(todo: list[Path], profile: str, seed: int, out: Path, root: Path, 
             continue
         log(f"[{i}/{len(todo)}] {nb.stem} (profile={profile}) ...")
         t = time.perf_counter()
+        started = datetime.now(timezone.utc).replace(microsecond=0)
+        record_dir = figures_root(nb.stem, profile) / nb.stem / profile  # where the notebook will write its record
         try:
             pm.execute_notebook(
                 str(nb), str(target), parameters={"profile": profile, "seed": seed, "output_dir": str(out)},
@@ -119,11 +123,24 @@ def _run_each(todo: list[Path], profile: str, seed: int, out: Path, root: Path, 
                 f"Notebooks after it were not run."
             ) from None
         took = time.perf_counter() - t
+        _keep_outputs(target, record_dir, started, root, log)
         atomic_write_json(marker, {"key": key, "seconds": round(took, 1),
                                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         log(f"    done in {took:.0f} s -> {target.relative_to(root) if target.is_relative_to(root) else target}")
         done.append(target)
     return done
+
+
+def _keep_outputs(executed: Path, record_dir: Path, started: datetime, root: Path, log) -> None:
+    """What the notebook printed, beside the record it wrote in this run (not one an earlier run left there)."""
+    record = read_json_or_none(record_dir / "run_record.json") or {}
+    try:
+        made = datetime.fromisoformat(record.get("started", ""))
+    except ValueError:
+        return
+    if made >= started:
+        path = cell_outputs.save(json.loads(executed.read_text()), record_dir, root)
+        log(f"    its printed tables and text -> {path.relative_to(root) if path.is_relative_to(root) else path}")
 
 
 def main(argv=None):

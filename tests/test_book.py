@@ -195,3 +195,20 @@ def test_every_page_loads_its_images_without_console_errors(built, browser):
         if browser.execute_script(RESULTS_IN_VIEW):  # a chapter: its committed results too
             browser.save_screenshot(str(shots / f"{name}__results.png"))
     assert not problems, "in the browser:\n" + "\n".join(problems)
+
+
+def test_the_book_shows_the_committed_printout_under_its_cell(built):
+    """Where a chapter's committed run kept its printout, the staged chapter carries it under the matching cells and
+    its results cell says so."""
+    staged_any = False
+    for study in book.CHAPTERS:
+        saved = book.committed_outputs(ROOT, study)
+        if not saved:
+            continue
+        staged = json.loads((built.src / "notebooks" / f"{study}.ipynb").read_text())
+        shown = [c for c in staged["cells"] if c["cell_type"] == "code" and c.get("outputs")]
+        assert shown and all(c["outputs"] == saved["cells"][c["id"]]["outputs"] for c in shown)
+        results = next(c["source"] for c in staged["cells"] if c.get("id") == "committed-results")
+        assert f"under {len(shown)} of this chapter's code cells" in results
+        staged_any = True
+    assert staged_any, "no chapter's committed run kept its printout: re-run one with --update-reference"
