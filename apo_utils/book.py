@@ -485,13 +485,32 @@ def html_link_problems(out: Path) -> list[str]:
     return sorted(set(problems))
 
 
+def _printed_of(path: Path) -> str:
+    """The text of a staged chapter's restored outputs (`cell_outputs`), as a reader sees it: a table's cells without
+    its markup, whose styling ids are no one's commit."""
+    if path.suffix != ".ipynb":
+        return ""
+    texts = []
+    for c in json.loads(path.read_text())["cells"]:
+        for out in c.get("outputs") or []:
+            texts.append("".join(out.get("text", "")))
+            for kind, value in (out.get("data") or {}).items():
+                value = "".join(value) if isinstance(value, list) else str(value)
+                if kind == "text/html":
+                    value = re.sub(r"<[^>]*>", " ", re.sub(r"<style.*?</style>", " ", value, flags=re.S | re.I))
+                texts.append(value)
+    return "\n".join(texts)
+
+
 def commit_hashes(src: Path) -> list[str]:
-    """Pages other than the provenance appendix that show something like a commit hash."""
+    """Pages other than the provenance appendix that show something like a commit hash, in their prose or in the
+    outputs restored under their code."""
     pattern = re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b")
     found = []
     for page in sorted(p for p in src.rglob("*") if p.suffix in (".md", ".ipynb") and "_assets" not in p.parts):
         if page.relative_to(src).as_posix() != PROVENANCE_PAGE:
-            found += [f"{page.relative_to(src).as_posix()}: {h}" for h in pattern.findall(_markdown_of(page))]
+            text = _markdown_of(page) + "\n" + _printed_of(page)
+            found += [f"{page.relative_to(src).as_posix()}: {h}" for h in pattern.findall(text)]
     return found
 
 

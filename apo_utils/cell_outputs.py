@@ -6,10 +6,10 @@ HTML every code cell displayed, in `cell_outputs.json` beside the run record the
 book puts them back under their cells (`restore`), but only under a cell whose code is still the code that made them,
 and only while the record beside them is the run that printed them. Nothing shown is typed by hand.
 
-Kept: standard output and displayed tables and text (HTML with its plain-text fallback). Left out: images (the
-figures are committed as files), standard error (warnings, progress bars), interactive widgets and errors. Paths
-under the repository or the home folder are written relative to them, so a record's outputs read the same wherever
-the kit was checked out.
+Kept: standard output and displayed tables and text (HTML, markdown, or plain text alone). Left out: images (the
+figures are committed as files), standard error (warnings, progress bars), interactive widgets, scripts, an object
+that only names its address, and errors. Paths under the repository or the home folder are written relative to
+them, so a record's outputs read the same wherever the kit was checked out (other absolute paths stay as printed).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 from .storage import atomic_write_json, read_json_or_none
 
 FILE = "cell_outputs.json"
-KEPT = ("text/html", "text/plain")  # a displayed object's forms the book can show as text
-LONGEST = 200_000  # characters a cell keeps; a longer printout is cut, and says so
+LONGEST = 200_000  # characters a cell keeps of its printout or of one display; longer is cut, and says so
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_PLACEHOLDER = re.compile(r"^<.*( at 0x[0-9a-f]+| object)>$|^interactive\(", re.S)  # an object's address, not its content
 
 
 def source_hash(source) -> str:
@@ -38,39 +38,57 @@ def _text(value) -> str:
 
 def _clean(text: str, root: Path | None) -> str:
     """Colour codes dropped, a line rewritten in place (`\\r`, a progress counter) kept as its last state, and paths
-    made relative to the repository and the home folder."""
-    text = _ANSI.sub("", text)
+    under the repository or the home folder written relative to them."""
+    text = _ANSI.sub("", text.replace("\r\n", "\n"))
     text = "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
-    if root is not None:
-        text = text.replace(str(root) + "/", "")
-    return text.replace(str(Path.home()) + "/", "~/")
+    for folder, instead in ((root, ""), (Path.home(), "~/")):
+        if folder is not None and str(folder) not in ("", "/"):
+            text = re.sub(r"(?<![\w./~-])" + re.escape(str(folder).rstrip("/") + "/"), instead, text)
+    return text
 
 
 def _cut(text: str) -> str:
     return text if len(text) <= LONGEST else text[:LONGEST] + f"\n… (cut: {len(text):,} characters in all)\n"
 
 
+def _shown(data: dict) -> dict | None:
+    """The forms of one displayed object the book shows, or None: a widget, an image (the figures are committed
+    as files), a script, or an object that only names its address ('<... at 0x7f...>') shows nothing worth reading.
+    HTML and markdown go without their plain-text fallback, which would only repeat them."""
+    if any(k.startswith(("image/", "application/vnd.jupyter.widget")) for k in data):
+        return None
+    rich = {k: _text(data[k]) for k in ("text/html", "text/markdown") if k in data}
+    if rich:
+        return None if "<script" in rich.get("text/html", "").lower() else rich
+    plain = _text(data.get("text/plain", "")) if set(data) == {"text/plain"} else ""
+    return {"text/plain": plain} if plain.strip() and not _PLACEHOLDER.match(plain.strip()) else None
+
+
 def kept_outputs(outputs: list[dict], root: Path | None = None) -> list[dict]:
-    """The outputs of one executed cell the book shows, as nbformat outputs (stream and display_data)."""
-    kept = []
+    """The outputs of one executed cell the book shows, as nbformat outputs (stream and display_data): its standard
+    output in order, the consecutive pieces the kernel flushed joined into one before they are cleaned."""
+    kept, printed = [], []
+
+    def flush():
+        text = _cut(_clean("".join(printed), root))
+        if text.strip():
+            kept.append({"output_type": "stream", "name": "stdout", "text": text})
+        printed.clear()
+
     for out in outputs:
         kind = out.get("output_type")
-        if kind == "stream" and out.get("name") == "stdout":
-            text = _cut(_clean(_text(out.get("text", "")), root))
-            if kept and kept[-1]["output_type"] == "stream":  # consecutive prints read as one block
-                kept[-1]["text"] += text
-            elif text.strip():
-                kept.append({"output_type": "stream", "name": "stdout", "text": text})
-        elif kind in ("execute_result", "display_data"):
-            data = {k: _cut(_clean(_text(v), root)) for k, v in (out.get("data") or {}).items() if k in KEPT}
-            if "text/html" in data or ("text/plain" in data and not _only_a_figure(out)):
-                kept.append({"output_type": "display_data", "data": data, "metadata": {}})
+        if kind == "stream":
+            if out.get("name") == "stdout":
+                printed.append(_text(out.get("text", "")))
+            continue  # standard error (warnings, progress bars) between two prints does not split them
+        flush()
+        if kind in ("execute_result", "display_data"):
+            data = _shown({k: v for k, v in (out.get("data") or {}).items()})
+            if data:
+                kept.append({"output_type": "display_data", "metadata": {},
+                             "data": {k: _cut(_clean(v, root)) for k, v in data.items()}})
+    flush()
     return kept
-
-
-def _only_a_figure(out: dict) -> bool:
-    """A figure's display: an image, with a plain-text fallback such as '<Figure size 1200x400 with 2 Axes>'."""
-    return any(k.startswith("image/") for k in out.get("data") or {})
 
 
 def extract(executed: dict, root: Path | None = None) -> dict[str, dict]:

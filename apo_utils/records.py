@@ -95,6 +95,7 @@ def git_commit(root: Path | None = None) -> dict[str, str | bool | None]:
 
 
 UPDATE_REFERENCE = "APO_UPDATE_REFERENCE"  # =1: a run replaces the committed reference (reproduce --update-reference)
+RUN_ID = "APO_RUN_ID"  # set by reproduce for each notebook it runs: the record names it, so its printout can follow
 
 
 def figures_root(study: str, profile: str) -> Path:
@@ -145,6 +146,7 @@ class RunRecord:
             "provenance": {},
             "metrics": {},
             "figures": [],
+            **({"run_id": os.environ[RUN_ID]} if os.environ.get(RUN_ID) else {}),
         }
 
     @contextmanager

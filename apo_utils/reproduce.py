@@ -17,11 +17,12 @@ import json
 import os
 import sys
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import cell_outputs, code_version, profiles
-from .records import UPDATE_REFERENCE, figures_root
+from .records import RUN_ID, UPDATE_REFERENCE, figures_root
 from .storage import RECOMPUTE_SINCE, atomic_write_json, read_json_or_none, repo_root
 
 ALWAYS = ("06_summary",)  # cheap, and must see the records the other notebooks just wrote
@@ -109,21 +110,24 @@ def _run_each(todo: list[Path], profile: str, seed: int, out: Path, root: Path, 
             continue
         log(f"[{i}/{len(todo)}] {nb.stem} (profile={profile}) ...")
         t = time.perf_counter()
-        started = datetime.now(timezone.utc).replace(microsecond=0)
         record_dir = figures_root(nb.stem, profile) / nb.stem / profile  # where the notebook will write its record
+        (record_dir / cell_outputs.FILE).unlink(missing_ok=True)  # an earlier run's, which a failed run would leave
+        os.environ[RUN_ID] = run_id = uuid.uuid4().hex  # the kernel inherits it; the record it writes names it
         try:
             pm.execute_notebook(
                 str(nb), str(target), parameters={"profile": profile, "seed": seed, "output_dir": str(out)},
                 cwd=str(root), kernel_name=kernel, progress_bar=False, log_output=False,
             )
         except PapermillExecutionError as e:
+            os.environ.pop(RUN_ID, None)
             raise SystemExit(
                 f"\nFAILED: {nb.name}, cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                 f"The executed copy with the traceback is {target}.\n"
                 f"Notebooks after it were not run."
             ) from None
         took = time.perf_counter() - t
-        _keep_outputs(target, record_dir, started, root, log)
+        os.environ.pop(RUN_ID, None)
+        _keep_outputs(target, record_dir, run_id, root, log)
         atomic_write_json(marker, {"key": key, "seconds": round(took, 1),
                                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         log(f"    done in {took:.0f} s -> {target.relative_to(root) if target.is_relative_to(root) else target}")
@@ -131,14 +135,10 @@ def _run_each(todo: list[Path], profile: str, seed: int, out: Path, root: Path, 
     return done
 
 
-def _keep_outputs(executed: Path, record_dir: Path, started: datetime, root: Path, log) -> None:
+def _keep_outputs(executed: Path, record_dir: Path, run_id: str, root: Path, log) -> None:
     """What the notebook printed, beside the record it wrote in this run (not one an earlier run left there)."""
-    record = read_json_or_none(record_dir / "run_record.json") or {}
-    try:
-        made = datetime.fromisoformat(record.get("started", ""))
-    except ValueError:
-        return
-    if made >= started:
+    record = read_json_or_none(record_dir / "run_record.json")
+    if isinstance(record, dict) and record.get("run_id") == run_id:
         path = cell_outputs.save(json.loads(executed.read_text()), record_dir, root)
         log(f"    its printed tables and text -> {path.relative_to(root) if path.is_relative_to(root) else path}")
 

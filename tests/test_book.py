@@ -212,3 +212,15 @@ def test_the_book_shows_the_committed_printout_under_its_cell(built):
         assert f"under {len(shown)} of this chapter's code cells" in results
         staged_any = True
     assert staged_any, "no chapter's committed run kept its printout: re-run one with --update-reference"
+
+
+def test_a_commit_hash_printed_under_a_cell_is_caught_and_a_tables_styling_id_is_not(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    nb = {"cells": [{"cell_type": "code", "id": "a1", "source": "rows", "metadata": {}, "outputs": [
+        {"output_type": "display_data", "metadata": {},
+         "data": {"text/html": '<style>#T_5e58192c td {color: red}</style><table id="T_5e58192c"><tr><td>cpu</td>'
+                               '<td>08c451f</td></tr></table>'}},
+        {"output_type": "stream", "name": "stdout", "text": "made at 4be0242\n"}]}]}
+    (tmp_path / "notebooks" / "06_summary.ipynb").write_text(json.dumps(nb))
+    assert sorted(book.commit_hashes(tmp_path)) == ["notebooks/06_summary.ipynb: 08c451f",
+                                                    "notebooks/06_summary.ipynb: 4be0242"]

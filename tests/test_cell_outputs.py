@@ -37,9 +37,27 @@ def test_text_and_tables_are_kept_images_warnings_and_parameters_are_not(tmp_pat
     assert set(cells) == {ids[1], ids[2]}  # not the parameters, the figure or the silent cell
     assert cells[ids[1]]["outputs"] == [{"output_type": "stream", "name": "stdout",
                                          "text": "step 3/3\nbold\nrecord: figures/x.json\n"}]
-    assert cells[ids[2]]["outputs"][0]["data"] == {"text/html": "<table><tr><td>1</td></tr></table>",
-                                                   "text/plain": "   a\n0  1"}
+    assert cells[ids[2]]["outputs"][0]["data"] == {"text/html": "<table><tr><td>1</td></tr></table>"}
     assert cells[ids[1]]["source"] == cell_outputs.source_hash("print('hello')")
+
+
+def test_a_printout_flushed_in_pieces_is_cleaned_as_one_and_placeholders_widgets_and_scripts_are_dropped(tmp_path):
+    stream = lambda text, name="stdout": {"output_type": "stream", "name": name, "text": text}  # noqa: E731
+    shown = lambda data: {"output_type": "display_data", "data": data, "metadata": {}}  # noqa: E731
+    kept = cell_outputs.kept_outputs([
+        stream("\rstep 1/3"), stream("warning\n", "stderr"), stream("\rstep 2/3"), stream("\rstep 3/3\r\n"),
+        stream("a,b\r\n1,2\r\n"), stream(f"{tmp_path}/figures/x.png /mnt{tmp_path}/y https://arxiv.org/abs/1\n"),
+        shown({"text/plain": "<pandas.io.formats.style.Styler at 0x7f37e4fca290>"}),
+        shown({"text/plain": "<IPython.core.display.Markdown object>", "text/markdown": "**bold**"}),
+        shown({"text/plain": "interactive(children=(FloatSlider(value=2.0),))",
+               "application/vnd.jupyter.widget-view+json": {"model_id": "x"}}),
+        shown({"text/html": "<div><script>alert(1)</script></div>", "text/plain": "x"}),
+        shown({"text/plain": "0    1.0\n1    2.0\ndtype: float64"})], root=tmp_path)
+    assert kept[0] == stream(f"step 3/3\na,b\n1,2\nfigures/x.png /mnt{tmp_path}/y https://arxiv.org/abs/1\n")
+    assert [o.get("data") for o in kept[1:]] == [{"text/markdown": "**bold**"},
+                                                {"text/plain": "0    1.0\n1    2.0\ndtype: float64"}]
+    longest = cell_outputs.kept_outputs([stream("x" * cell_outputs.LONGEST)] * 3)[0]["text"]
+    assert len(longest) < cell_outputs.LONGEST + 100 and longest.endswith("characters in all)\n")
 
 
 def test_outputs_return_under_unchanged_code_and_only_beside_the_run_that_printed_them(tmp_path):
@@ -59,15 +77,15 @@ def test_outputs_return_under_unchanged_code_and_only_beside_the_run_that_printe
 
 
 def test_reproduce_keeps_what_a_notebook_printed_beside_the_record_it_wrote(tmp_path, monkeypatch):
-    """A notebook that writes a record (as every study does) gets its printout beside it; one whose record is older
-    than the run (left by an earlier run) does not."""
+    """A notebook that writes a record (as every study does) gets its printout beside it; one whose record there is
+    an earlier run's (the record names the run that made it) does not, even within the same second."""
     nbs, out, figures = tmp_path / "nbs", tmp_path / "out", tmp_path / "figures"
     nbs.mkdir()
-    writes = (f"import json, datetime, pathlib\n"
+    writes = (f"import json, datetime, os, pathlib\n"
               f"folder = pathlib.Path({str(figures)!r}) / '00_x' / profile\n"
               f"folder.mkdir(parents=True, exist_ok=True)\n"
-              f"(folder / 'run_record.json').write_text(json.dumps({{'started': "
-              f"datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}}))\n"
+              f"(folder / 'run_record.json').write_text(json.dumps({{'run_id': os.environ['APO_RUN_ID'], 'started': "
+              f"datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}}))\n"  # as RunRecord does
               f"print('the table a chapter reads')")
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('profile = "auto"\nseed = 0\noutput_dir = "outputs"')
@@ -82,3 +100,18 @@ def test_reproduce_keeps_what_a_notebook_printed_beside_the_record_it_wrote(tmp_
     record = json.loads((figures / "00_x" / "smoke" / "run_record.json").read_text())
     assert saved["record_started"] == record["started"]
     assert [o["text"] for c in saved["cells"].values() for o in c["outputs"]] == ["the table a chapter reads\n"]
+    # the same notebook, now printing without writing a record: the record there is an earlier run's, so nothing of
+    # this run is kept beside it, and the earlier run's printout is gone with its run
+    nb.cells = [params, nbformat.v4.new_code_cell("print('a table of another run')")]
+    nbformat.write(nb, nbs / "00_x.ipynb")
+    reproduce.run("smoke", output_dir=out, notebooks_dir=nbs, log=lambda *a: None)
+    assert not (figures / "00_x" / "smoke" / cell_outputs.FILE).exists()
+
+
+def test_a_record_names_the_run_reproduce_gave_it_and_none_otherwise(tmp_path, monkeypatch):
+    from apo_utils.records import RUN_ID, RunRecord
+
+    monkeypatch.setenv(RUN_ID, "abc123")
+    assert RunRecord("00_x", "smoke", [0], figures_dir=tmp_path).data["run_id"] == "abc123"
+    monkeypatch.delenv(RUN_ID)
+    assert "run_id" not in RunRecord("00_x", "smoke", [0], figures_dir=tmp_path).data  # a notebook run by hand

@@ -33,6 +33,8 @@ def _value(s: str) -> float:
 
 
 def _rounds_to(x: float, shown: str) -> bool:
+    if shown.lstrip("+−-") == "0":  # the kit prints exactly 0 as "0" (apo_utils.formatting), nothing else
+        return x == 0
     decimals = len(shown.split(".")[1]) if "." in shown else 0
     return abs(x - _value(shown)) <= 0.5 * 10 ** -decimals + 1e-9
 
