@@ -83,7 +83,7 @@ def kept_outputs(outputs: list[dict], root: Path | None = None) -> list[dict]:
             continue  # standard error (warnings, progress bars) between two prints does not split them
         flush()
         if kind in ("execute_result", "display_data"):
-            data = _shown({k: v for k, v in (out.get("data") or {}).items()})
+            data = _shown(out.get("data") or {})
             if data:
                 kept.append({"output_type": "display_data", "metadata": {},
                              "data": {k: _cut(_clean(v, root)) for k, v in data.items()}})
@@ -98,8 +98,7 @@ def extract(executed: dict, root: Path | None = None) -> dict[str, dict]:
     for c in executed.get("cells", []):
         if c.get("cell_type") != "code" or not c.get("id"):
             continue
-        if "parameters" in (c.get("metadata") or {}).get("tags", []) or \
-                "injected-parameters" in (c.get("metadata") or {}).get("tags", []):
+        if {"parameters", "injected-parameters"} & set((c.get("metadata") or {}).get("tags", [])):
             continue  # papermill's parameter cells: the run's settings are in its record
         outputs = kept_outputs(c.get("outputs") or [], root)
         if outputs:
