@@ -37,7 +37,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from . import cell_outputs, summary
-from .formatting import bound as _bound, interval, mean_sd
+from .formatting import bound, interval, mean_sd
 from .storage import repo_root
 
 CHAPTERS = summary.NOTEBOOKS  # the notebooks in reading order, the summary last
@@ -89,8 +89,8 @@ def comparisons_table(comps: list[dict], with_study: bool = False) -> str:
         lo, hi = cautious_interval(c)
         row = [f"{name(c['method'])} − {name(c['baseline'])}", c["setting"], metric_name(c["metric"]), where(c),
                interval(c["diff"], lo, hi), verdict_cautious(c),
-               f"[{_bound(c['ci95'][0])}, {_bound(c['ci95'][1], True)}]",
-               f"[{_bound(seed[0])}, {_bound(seed[1], True)}]" if isinstance(seed, (list, tuple)) else "–",
+               f"[{bound(c['ci95'][0])}, {bound(c['ci95'][1], True)}]",
+               f"[{bound(seed[0])}, {bound(seed[1], True)}]" if isinstance(seed, (list, tuple)) else "–",
                c["n_seeds"], c.get("n_units", c.get("n_pairs", "–"))]
         rows.append(([_chapter_link(c["study"], "../notebooks")] if with_study else []) + row)
     header = ["comparison", "setting", "metric", "at", "difference [95 % interval]", "verdict", "bootstrap 95 % CI",
