@@ -21,6 +21,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+
 from . import evaluation, frozen_layers, policy_runs, trainer
 from .records import device_description, git_commit, package_versions
 from .storage import atomic_write_json, repo_root
@@ -83,6 +85,7 @@ TARGETS = [
     (trainer.ApoTrainer, "train", "training steps"),
     (policy_runs, "evaluate_policy", "{stage}: other", _stage),
     (evaluation, "generate", "{stage}: sampling"),
+    (torch, "multinomial", "{stage}: sampling, the draw from the vocabulary"),  # transformers' sampler calls it
     (evaluation, "completion_stats", "{stage}: log-probs (KL, naturalness)"),
     (evaluation, "cached_map", "{stage}: scoring"),
     (policy_runs, "pair_logps", "ranking log-probs"),
