@@ -40,6 +40,11 @@ from .trainer import ApoTrainer
 BENCH_KWARGS = {"simpo": {"beta": 2.0}, "gamma_simpo": {"beta": 2.0}, "amapo": {"beta": 2.0}}
 
 
+def device_slug(device: str) -> str:
+    """A result file's name from a device description: 'cpu: x86_64, 2 cores' -> 'cpu-x86-64-2-cores'."""
+    return re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
+
+
 def synthetic_pairs(n: int, words: int, seed: int = 0) -> Dataset:
     rng = np.random.default_rng(seed)
     vocab = [w for w in REVIEW_WORDS if w.isalpha()]
@@ -277,8 +282,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.levers:
         res = levers(a.model, a.batch_size, rounds=a.rounds or 3)
-        slug = re.sub(r"[^a-z0-9]+", "-", res["device"].lower()).strip("-")
-        path = atomic_write_json(repo_root() / "benchmarks" / "results" / f"{slug}_{a.model}_levers.json", res)
+        path = atomic_write_json(repo_root() / "benchmarks" / "results" / f"{device_slug(res['device'])}_{a.model}_levers.json", res)
         print(f"-> {path}")
         return
     lora = a.lora_r if a.lora_r is not None else (0 if a.model == "tiny" else 16)
@@ -286,8 +290,7 @@ def main(argv=None):
     repeats = a.repeats or (3 if a.model == "tiny" else 1)
     reps = [run(a.model, a.batch_size, rounds=rounds, lora_r=lora, trim_vocab=a.trim_vocab) for _ in range(repeats)]
     res = combine(reps) if repeats > 1 else reps[0]
-    slug = re.sub(r"[^a-z0-9]+", "-", res["device"].lower()).strip("-")
-    name = f"{slug}_{a.model}{'_trimmed' if a.trim_vocab else ''}.json"
+    name = f"{device_slug(res['device'])}_{a.model}{'_trimmed' if a.trim_vocab else ''}.json"
     path = atomic_write_json(repo_root() / "benchmarks" / "results" / name, res)
     for n, r in res["losses"].items():
         print(f"{n:12s} {r['median_s'] * 1000:9.1f} ms  x{r['ratio_to_trl_sigmoid']:.3f}  "

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import functools
 import os
-import re
 import tempfile
 import time
 from collections import defaultdict
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 
 from . import evaluation, frozen_layers, policy_runs, trainer
+from .bench import device_slug
 from .records import device_description, git_commit, package_versions
 from .storage import atomic_write_json, repo_root
 
@@ -139,9 +139,8 @@ def main(argv=None):
                                                     "checkpoint_prompts", "n_eval_prompts", "eval_samples",
                                                     "kl_prompts", "top_layers", "cpu_bf16")},
            "start_s": round(start_s, 2), "runs": runs}
-    slug = re.sub(r"[^a-z0-9]+", "-", res["device"].lower()).strip("-")
     results = Path(a.results) if Path(a.results).is_absolute() else repo_root() / a.results
-    path = atomic_write_json(results / f"{slug}_{a.study}_phases.json", res)
+    path = atomic_write_json(results / f"{device_slug(res['device'])}_{a.study}_phases.json", res)
     print(f"-> {path}")
 
 

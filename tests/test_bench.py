@@ -32,3 +32,9 @@ def test_stateful_losses_are_timed_in_their_steady_state():
     assert tr.objective.queue.shape == (300,)
     ctx = tr.objective._sample_context(torch.zeros(8))
     assert ctx.shape == (56,)  # opt_size - batch: the margin optimisation runs over 64 gaps, as in a long run
+
+
+def test_result_files_are_named_by_the_device_as_the_committed_ones_are():
+    assert bench.device_slug("cpu: x86_64, 2 cores") == "cpu-x86-64-2-cores"
+    assert (bench.device_slug("cpu: x86_64, AMD EPYC, bf16 units: avx512_bf16, 2 cores")
+            == "cpu-x86-64-amd-epyc-bf16-units-avx512-bf16-2-cores")
